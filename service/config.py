@@ -1,0 +1,306 @@
+"""Configuration: the TOML file, validated with pydantic, resolved into a watch list.
+
+`load_config(path)` returns a `Config`; every problem becomes a `ConfigError` naming the
+key (``assets[2].exchange: unknown ccxt exchange 'binanse' — did you mean binance?``).
+The Telegram token is never read from the TOML: it comes from ``$CORRBOT_TELEGRAM_TOKEN``
+or ``telegram.token_file`` (e.g. a systemd credential), see `telegram_token`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from service.errors import ConfigError, UnknownAssetError
+
+Timeframe = Literal["1d", "1h"]
+TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
+DEFAULT_PATH = "corrbot.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    path: Path = Path("corrbot.db")
+
+
+class AssetConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9^._-]+$")]
+    kind: Literal["crypto", "equity"]
+    exchange: str | None = None  # crypto: any ccxt exchange id
+    symbol: str | None = None  # crypto: the exchange's unified symbol, e.g. BTC/USDT
+    fallback_exchanges: list[str] = Field(default_factory=list)
+    ticker: str | None = None  # equity: any yfinance ticker, e.g. IWM or ^RUT
+
+    @property
+    def key(self) -> str:
+        return self.name.upper()
+
+
+class BasketConfig(_Strict):
+    """A synthetic asset: constant weights (normalised to sum 1), rebalanced every bar."""
+
+    name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9^._-]+$")]
+    members: dict[str, float]
+
+    @property
+    def key(self) -> str:
+        return self.name.upper()
+
+
+class PairConfig(_Strict):
+    a: str  # a crypto asset or basket
+    b: list[str]  # equity assets or baskets
+
+
+class CorrelationConfig(_Strict):
+    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1d", "1h"])
+    windows: list[Annotated[int, Field(ge=3, le=5000)]] = Field(default_factory=lambda: [30, 90])
+    # Optional per-timeframe override of `windows`, e.g. {"1h" = [35]}.
+    timeframe_windows: dict[Timeframe, list[Annotated[int, Field(ge=3, le=5000)]]] = Field(
+        default_factory=dict
+    )
+    ewma_lambda: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.94
+    default_crypto: str | None = None
+    default_benchmark: str | None = None
+    default_window: int | None = None
+
+
+class FeedsConfig(_Strict):
+    crypto_bar: Literal["1h", "30m"] = "1h"  # candle size fetched for intraday sampling
+    backfill_days: Annotated[int, Field(ge=1, le=20000)] = 730
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    backoff_seconds: Annotated[float, Field(ge=0.0, le=600.0)] = 2.0
+    timeout_seconds: Annotated[float, Field(gt=0.0, le=300.0)] = 30.0
+    poll_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
+    # Loopback/self-hosted endpoints (tests, proxies). None = the library's default URL.
+    yahoo_base_url: str | None = None
+    ccxt_urls: dict[str, str] = Field(default_factory=dict)
+
+
+class TelegramConfig(_Strict):
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str | None = None
+    proxy: str | None = None
+    token_file: Path | None = None
+    alert_chat_ids: list[int | str] = Field(default_factory=list)
+    alert_thread_id: int | None = None
+    allowed_user_ids: list[int] = Field(default_factory=list)
+    allowed_chat_ids: list[int] = Field(default_factory=list)
+    admin_user_ids: list[int] = Field(default_factory=list)
+    alert_levels: list[float] = Field(default_factory=lambda: [0.5])
+
+
+class Config(_Strict):
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    assets: list[AssetConfig]
+    baskets: list[BasketConfig] = Field(default_factory=list)
+    pairs: list[PairConfig] = Field(default_factory=list)
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    feeds: FeedsConfig = Field(default_factory=FeedsConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+
+    @field_validator("assets")
+    @classmethod
+    def _nonempty(cls, v: list[AssetConfig]) -> list[AssetConfig]:
+        if not v:
+            raise ValueError("at least one asset is required")
+        return v
+
+    # ---- resolved views -------------------------------------------------------------
+
+    @cached_property
+    def asset_by_key(self) -> dict[str, AssetConfig]:
+        return {a.key: a for a in self.assets}
+
+    @cached_property
+    def basket_by_key(self) -> dict[str, BasketConfig]:
+        return {b.key: b for b in self.baskets}
+
+    def kind_of(self, key: str) -> Literal["crypto", "equity"]:
+        if key in self.asset_by_key:
+            return self.asset_by_key[key].kind
+        basket = self.basket_by_key[key]
+        return self.asset_by_key[next(iter(basket.members)).upper()].kind
+
+    @cached_property
+    def names(self) -> list[str]:
+        """Every watchable name (assets then baskets), upper-case, in config order."""
+        return [a.key for a in self.assets] + [b.key for b in self.baskets]
+
+    def resolve(self, name: str) -> str:
+        """A user-typed name -> its canonical key; unknown names get close matches."""
+        key = name.strip().upper()
+        if key in self.asset_by_key or key in self.basket_by_key:
+            return key
+        if not key.startswith("^") and "^" + key in self.asset_by_key:
+            return "^" + key  # people type RUT for ^RUT
+        close = difflib.get_close_matches(key, self.names, n=3, cutoff=0.5)
+        raise UnknownAssetError(name, close)
+
+    @cached_property
+    def pair_list(self) -> list[tuple[str, str]]:
+        """(crypto, equity) pairs to watch: all combinations unless [[pairs]] narrows it."""
+        if self.pairs:
+            out: list[tuple[str, str]] = []
+            for p in self.pairs:
+                for b in p.b:
+                    pair = (p.a.upper(), b.upper())
+                    if pair not in out:
+                        out.append(pair)
+            return out
+        crypto = [n for n in self.names if self.kind_of(n) == "crypto"]
+        equity = [n for n in self.names if self.kind_of(n) == "equity"]
+        return [(c, e) for c in crypto for e in equity]
+
+    def windows_for(self, timeframe: str) -> list[int]:
+        tw = self.correlation.timeframe_windows
+        return sorted(tw[timeframe]) if timeframe in tw else sorted(self.correlation.windows)  # type: ignore[index]
+
+    @property
+    def default_crypto(self) -> str:
+        return (self.correlation.default_crypto or self.pair_list[0][0]).upper()
+
+    @property
+    def default_benchmark(self) -> str:
+        if self.correlation.default_benchmark:
+            return self.correlation.default_benchmark.upper()
+        return next(b for a, b in self.pair_list if a == self.default_crypto)
+
+    def default_window(self, timeframe: str = "1d") -> int:
+        w = self.correlation.default_window
+        ws = self.windows_for(timeframe)
+        return w if w is not None and w in ws else ws[0]
+
+    def counterparts(self, key: str) -> list[str]:
+        return [b for a, b in self.pair_list if a == key] + [
+            a for a, b in self.pair_list if b == key
+        ]
+
+    def telegram_token(self) -> str | None:
+        """The bot token from $CORRBOT_TELEGRAM_TOKEN or telegram.token_file, else None."""
+        tok = os.environ.get("CORRBOT_TELEGRAM_TOKEN", "").strip()
+        if tok:
+            return tok
+        tf = self.telegram.token_file
+        if tf is not None:
+            try:
+                return tf.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"cannot read token file ({exc.strerror})", "telegram.token_file") from None
+        return None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _check_semantics(cfg: Config) -> None:
+    import ccxt  # imported here: it is slow to import and only validation needs its id list
+
+    seen: dict[str, str] = {}
+    for i, a in enumerate(cfg.assets):
+        where = f"assets[{i}]"
+        if a.key in seen:
+            raise ConfigError(f"duplicate name {a.name!r} (also {seen[a.key]})", f"{where}.name")
+        seen[a.key] = where
+        if a.kind == "crypto":
+            for field in ("exchange", "symbol"):
+                if not getattr(a, field):
+                    raise ConfigError("required for a crypto asset", f"{where}.{field}")
+            if a.ticker:
+                raise ConfigError("only equity assets have a ticker", f"{where}.ticker")
+            for j, ex in enumerate([a.exchange, *a.fallback_exchanges]):
+                if ex not in ccxt.exchanges:
+                    key = f"{where}.exchange" if j == 0 else f"{where}.fallback_exchanges[{j - 1}]"
+                    near = difflib.get_close_matches(str(ex), ccxt.exchanges, n=1)
+                    hint = f" — did you mean {near[0]}?" if near else ""
+                    raise ConfigError(f"unknown ccxt exchange {ex!r}{hint}", key)
+        else:
+            if not a.ticker:
+                raise ConfigError("required for an equity asset", f"{where}.ticker")
+            if a.exchange or a.symbol or a.fallback_exchanges:
+                raise ConfigError("equity assets take a ticker, not exchange/symbol", where)
+    for i, b in enumerate(cfg.baskets):
+        where = f"baskets[{i}]"
+        if b.key in seen:
+            raise ConfigError(f"duplicate name {b.name!r} (also {seen[b.key]})", f"{where}.name")
+        seen[b.key] = where
+        if not b.members:
+            raise ConfigError("a basket needs at least one member", f"{where}.members")
+        kinds = set()
+        for m, w in b.members.items():
+            if m.upper() not in cfg.asset_by_key:
+                raise ConfigError(f"unknown basket member {m!r} (members must be assets)", f"{where}.members.{m}")
+            if not w > 0:
+                raise ConfigError(f"weight must be > 0, got {w}", f"{where}.members.{m}")
+            kinds.add(cfg.asset_by_key[m.upper()].kind)
+        if len(kinds) > 1:
+            raise ConfigError("members mix crypto and equity assets", f"{where}.members")
+    for i, p in enumerate(cfg.pairs):
+        for name, key in [(p.a, f"pairs[{i}].a")] + [(b, f"pairs[{i}].b[{j}]") for j, b in enumerate(p.b)]:
+            if name.upper() not in seen:
+                near = difflib.get_close_matches(name.upper(), list(seen), n=1)
+                hint = f" — did you mean {near[0]}?" if near else ""
+                raise ConfigError(f"unknown asset {name!r}{hint}", key)
+        if cfg.kind_of(p.a.upper()) != "crypto":
+            raise ConfigError(f"{p.a!r} is not a crypto asset or basket", f"pairs[{i}].a")
+        for j, b in enumerate(p.b):
+            if cfg.kind_of(b.upper()) != "equity":
+                raise ConfigError(f"{b!r} is not an equity asset or basket", f"pairs[{i}].b[{j}]")
+    if not cfg.pair_list:
+        raise ConfigError("nothing to correlate: need at least one crypto and one equity asset", "assets")
+    c = cfg.correlation
+    if not c.timeframes:
+        raise ConfigError("at least one timeframe is required", "correlation.timeframes")
+    if len(set(c.windows)) != len(c.windows):
+        raise ConfigError("duplicate window", "correlation.windows")
+    for name, key in ((c.default_crypto, "default_crypto"), (c.default_benchmark, "default_benchmark")):
+        if name is not None and name.upper() not in seen:
+            raise ConfigError(f"unknown asset {name!r}", f"correlation.{key}")
+    if c.default_window is not None and c.default_window not in c.windows:
+        raise ConfigError(f"{c.default_window} is not one of windows {c.windows}", "correlation.default_window")
+
+
+def parse_config(data: dict[str, object]) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(msg, _loc(tuple(err["loc"])) or "config") from None
+    _check_semantics(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the TOML config at ``path`` (or $CORRBOT_CONFIG, or ./corrbot.toml)."""
+    p = Path(path or os.environ.get("CORRBOT_CONFIG") or DEFAULT_PATH)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found (copy config.example.toml)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    cfg = parse_config(data)
+    if not cfg.storage.path.is_absolute():
+        # A relative DB path is relative to the config file, not to wherever we were started.
+        cfg = cfg.model_copy(update={"storage": StorageConfig(path=p.parent / cfg.storage.path)})
+    return cfg
