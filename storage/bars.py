@@ -87,7 +87,8 @@ def upsert_bars(
             first = int(write.index.min())
             conn.execute(
                 "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
-                "ON CONFLICT (asset, timeframe) DO UPDATE SET since_ts = min(since_ts, excluded.since_ts)",
+                "ON CONFLICT (asset, timeframe) DO UPDATE SET "
+                "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
                 [asset, timeframe, first],
             )
         else:

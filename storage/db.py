@@ -7,8 +7,9 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
                   of their date — the NYSE session date for equities, the UTC day for crypto)
 - ``series``      one row per pair × timeframe × window (an integer id keeps ``corr`` small)
 - ``corr``        per series × observation ts: value, n, ci_lo, ci_hi, beta, ewma
-- ``pair_state``  incremental state per pair × timeframe (last ts, EWMA sums)
+- ``pair_state``  engine checkpoint per pair × timeframe (last ts, return buffers, EWMA sums)
 - ``dirty``       per asset × timeframe, the earliest bar ts changed since the last compute
+                  (``seq`` bumps on every change, so a compute only clears what it saw)
 - ``feed_status`` last success / last error per source × asset, for /status
 """
 
@@ -46,11 +47,13 @@ def _v1(db: sqlite_utils.Database) -> None:
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS pair_state (
             a TEXT NOT NULL, b TEXT NOT NULL, timeframe TEXT NOT NULL,
-            last_ts INTEGER NOT NULL, n_returns INTEGER NOT NULL, ewma_state TEXT NOT NULL,
+            last_ts INTEGER NOT NULL, n_returns INTEGER NOT NULL,
+            wmax INTEGER NOT NULL, lam REAL NOT NULL, state BLOB NOT NULL,
             PRIMARY KEY (a, b, timeframe)
         );
         CREATE TABLE IF NOT EXISTS dirty (
             asset TEXT NOT NULL, timeframe TEXT NOT NULL, since_ts INTEGER NOT NULL,
+            seq INTEGER NOT NULL DEFAULT 1,
             PRIMARY KEY (asset, timeframe)
         );
         CREATE TABLE IF NOT EXISTS feed_status (
