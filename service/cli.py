@@ -1,0 +1,199 @@
+"""The `corrbot` command line: a thin shell over service/ (argparse, printing, exit codes).
+
+Exit status: 0 ok, 1 runtime failure (feed down, storage), 2 bad config or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service import __version__, queries
+from service.config import Config, load_config
+from service.errors import ConfigError, CorrbotError, UserInputError
+from service.textfmt import history_table, rank_table, reading_lines, watch_list
+
+log = logging.getLogger("corrbot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corrbot", description="Crypto vs small-cap tech correlations.")
+    p.add_argument("--config", help="TOML config (default: $CORRBOT_CONFIG or ./corrbot.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    p.add_argument("--version", action="version", version=f"corrbot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("check-config", help="validate the config and print the watch list")
+    imp = sub.add_parser("import", help="load a CSV of historical bars for a configured asset")
+    imp.add_argument("asset")
+    imp.add_argument("file")
+    imp.add_argument("--drop-last", action="store_true", help="drop the last row (captured intraday)")
+    imp.add_argument("--timeframe", choices=["1d", "1h", "30m"], help="override the detected bar size")
+    bf = sub.add_parser("backfill", help="fetch history for the watch list")
+    bf.add_argument("--since", type=_date, help="YYYY-MM-DD (default: feeds.backfill_days ago)")
+    bf.add_argument("--asset", nargs="+", default=None, metavar="NAME")
+    sub.add_parser("update", help="bring stored correlations up to date with stored bars")
+    for name, helptext in (("corr", "latest correlation of A with B"), ("rank", "counterparts of A ranked")):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("a", nargs="?" if name == "rank" else None)
+        if name == "corr":
+            c.add_argument("b")
+        c.add_argument("--window", type=int)
+        c.add_argument("--timeframe", default="1d")
+        c.add_argument("--json", action="store_true")
+    h = sub.add_parser("history", help="correlation of A with each counterpart per calendar year")
+    h.add_argument("a", nargs="?")
+    h.add_argument("--by", default="year", choices=["year"])
+    h.add_argument("--json", action="store_true")
+    d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
+    d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
+    sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
+    return p
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2024-01-31") from None
+
+
+def _open(cfg: Config, readonly: bool = True):  # type: ignore[no-untyped-def]
+    from storage.db import open_db
+
+    return open_db(cfg.storage.path, readonly=readonly)
+
+
+def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
+    print(watch_list(cfg))
+    return 0
+
+
+def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
+    from feeds.csv_import import import_csv
+    from service.pipeline import update_correlations
+
+    db = _open(cfg, readonly=False)
+    rep = import_csv(db, cfg, args.asset, args.file, drop_last=args.drop_last, timeframe=args.timeframe)
+    print(
+        f"{rep.asset} {rep.timeframe} ({rep.layout}): {rep.rows_read} rows read, {rep.inserted} new, "
+        f"{rep.updated} updated, {rep.unchanged} unchanged, {len(rep.skipped)} skipped"
+    )
+    for line, reason in rep.skipped[:10]:
+        print(f"  skipped line {line}: {reason}")
+    print(update_correlations(db, cfg).summary())
+    return 0
+
+
+def cmd_backfill(cfg: Config, args: argparse.Namespace) -> int:
+    from service.backfill import backfill
+
+    db = _open(cfg, readonly=False)
+    results = asyncio.run(backfill(db, cfg, since=args.since, assets=args.asset))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def cmd_update(cfg: Config, args: argparse.Namespace) -> int:
+    from service.pipeline import update_correlations
+
+    print(update_correlations(_open(cfg, readonly=False), cfg).summary())
+    return 0
+
+
+def cmd_corr(cfg: Config, args: argparse.Namespace) -> int:
+    db = _open(cfg)
+    if args.json:
+        # One object: the asked window, else the default one.
+        window = args.window if args.window is not None else cfg.default_window(args.timeframe)
+        r = queries.corr_readings(db, cfg, args.a, args.b, window=window, timeframe=args.timeframe)[0]
+        print(json.dumps(r.as_json()))
+    else:
+        readings = queries.corr_readings(db, cfg, args.a, args.b, window=args.window, timeframe=args.timeframe)
+        print("\n".join(line for r in readings for line in reading_lines(r)))
+    return 0
+
+
+def cmd_rank(cfg: Config, args: argparse.Namespace) -> int:
+    rk = queries.rank(_open(cfg), cfg, args.a, window=args.window, timeframe=args.timeframe)
+    if args.json:
+        print(json.dumps({
+            "a": rk.a, "window": rk.window, "timeframe": rk.timeframe, "asof": queries.iso(rk.asof, rk.timeframe),
+            "ranking": [{"b": r.b, "value": r.value, "n": r.n} for r in rk.rows],
+        }))
+    else:
+        print(rank_table(rk))
+    return 0
+
+
+def cmd_history(cfg: Config, args: argparse.Namespace) -> int:
+    hist = queries.history(_open(cfg), cfg, args.a, by=args.by)
+    if args.json:
+        print(json.dumps({"a": hist.a, "by": hist.by, "rows": [vars(r) for r in hist.rows]}))
+    else:
+        print(history_table(hist))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import demo_config, run_demo
+    from storage.db import open_db
+
+    cfg = demo_config(Path(args.db).resolve())
+    db = open_db(cfg.storage.path)
+    imports, update = run_demo(db, cfg)
+    for rep in imports:
+        print(f"imported {rep.asset:<4} {rep.timeframe}: {rep.rows_read} rows ({rep.inserted} new)")
+    print(update.summary(), end="\n\n")
+    for a in ("BTC", "ETH", "ALTS"):
+        print(rank_table(queries.rank(db, cfg, a)), end="\n\n")
+    print(history_table(queries.history(db, cfg, "BTC")), end="\n\n")
+    print("\n".join(reading_lines(queries.corr_readings(db, cfg)[-1])))
+    print(f"\ndatabase: {cfg.storage.path}  (browse it: datasette {args.db})")
+    return 0
+
+
+def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    from service.runner import main_run
+
+    main_run(cfg)
+    return 0
+
+
+COMMANDS = {
+    "check-config": cmd_check_config, "import": cmd_import, "backfill": cmd_backfill,
+    "update": cmd_update, "corr": cmd_corr, "rank": cmd_rank, "history": cmd_history, "run": cmd_run,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            return cmd_demo(args)
+        cfg = load_config(args.config)
+        return COMMANDS[args.command](cfg, args)
+    except (ConfigError, UserInputError) as exc:
+        print(f"corrbot: {exc}", file=sys.stderr)
+        return 2
+    except CorrbotError as exc:
+        print(f"corrbot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

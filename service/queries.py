@@ -1,0 +1,306 @@
+"""Read side: the numbers the CLI and the chat commands show, as plain dataclasses.
+
+This is corrbot's "rpc" layer: it resolves user-typed names against the config, reads
+stored correlations (storage/) or computes from stored bars with monitors/, and returns
+numbers. Formatting lives in the CLI and in bot/. Every function takes (db, cfg, …) and
+raises `UnknownAssetError` / `BadWindowError` for bad names and windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from monitors.align import DAY, pair_returns
+from monitors.stats import pearson, window_stats
+from service.config import TIMEFRAMES, Config
+from service.errors import BadWindowError, NotEnoughDataError
+from service.pipeline import build_panel
+from storage import corr as corr_store
+from storage.bars import bar_counts
+from storage.status import FeedStatus, all_status
+
+
+def iso(ts: int | None, timeframe: str) -> str | None:
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.date().isoformat() if timeframe == "1d" else dt.isoformat()
+
+
+@dataclass(frozen=True)
+class CorrReading:
+    a: str
+    b: str
+    timeframe: str
+    window: int
+    value: float | None  # None while fewer returns than the window
+    n: int  # returns in the window (or available so far while warming up)
+    asof: int | None  # UTC epoch seconds of the observation (1d: 00:00 UTC of the session)
+    ci95: tuple[float, float] | None
+    beta: float | None  # of the crypto asset on the equity asset
+    ewma: float | None
+    change_1w: float | None  # value now minus the value 7 calendar days earlier
+
+    def asof_iso(self) -> str | None:
+        return iso(self.asof, self.timeframe)
+
+    @property
+    def label(self) -> str:
+        return f"{self.a}/{self.b} {self.timeframe} w{self.window}"
+
+    def missing(self) -> str:
+        """'BTC/PSCT 1d w90: 61 of 90 returns' — for readings without a value."""
+        return str(NotEnoughDataError(self.label, self.n, self.window))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "a": self.a, "b": self.b, "timeframe": self.timeframe, "window": self.window,
+            "value": self.value, "n": self.n, "asof": self.asof_iso(),
+            "ci95": list(self.ci95) if self.ci95 else None, "beta": self.beta, "ewma": self.ewma,
+        }
+
+
+def _num(v: object) -> float | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)  # type: ignore[arg-type]
+
+
+def check_timeframe(cfg: Config, timeframe: str) -> str:
+    tf = timeframe.lower()
+    if tf not in TIMEFRAMES or tf not in cfg.correlation.timeframes:
+        raise BadWindowError(f"timeframe {timeframe!r} is not configured; use one of {', '.join(cfg.correlation.timeframes)}")
+    return tf
+
+
+def check_window(cfg: Config, window: int | None, timeframe: str) -> list[int]:
+    allowed = cfg.windows_for(timeframe)
+    if window is None:
+        return allowed
+    if window not in allowed:
+        raise BadWindowError(f"window {window} is not configured for {timeframe}; use one of {', '.join(map(str, allowed))}")
+    return [window]
+
+
+def _oriented(cfg: Config, a: str, b: str) -> tuple[str, str]:
+    """The stored orientation (crypto, equity) of a pair typed in either order."""
+    if (a, b) in cfg.pair_list:
+        return a, b
+    if (b, a) in cfg.pair_list:
+        return b, a
+    raise BadWindowError(f"{a} and {b} are not a watched pair; {a} is paired with {', '.join(cfg.counterparts(a)) or 'nothing'}")
+
+
+def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w: int) -> CorrReading:
+    ca, cb = _oriented(cfg, a, b)
+    sid = corr_store.find_series(db, ca, cb, tf, w)
+    row = corr_store.latest_row(db, sid) if sid is not None else None
+    if row is None:
+        return CorrReading(a, b, tf, w, None, 0, None, None, None, None, None)
+    ts, v = row
+    value = _num(v["value"])
+    change = None
+    if value is not None and sid is not None:
+        prev = corr_store.latest_row(db, sid, at_or_before=ts - 7 * DAY)
+        if prev is not None and _num(prev[1]["value"]) is not None:
+            change = value - float(prev[1]["value"])  # type: ignore[arg-type]
+    lo, hi = _num(v["ci_lo"]), _num(v["ci_hi"])
+    return CorrReading(
+        a, b, tf, w, value, int(v["n"] or 0), ts,
+        (lo, hi) if lo is not None and hi is not None else None,
+        _num(v["beta"]), _num(v["ewma"]), change,
+    )
+
+
+def corr_readings(
+    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
+    *, window: int | None = None, timeframe: str = "1d",
+) -> list[CorrReading]:
+    """The latest correlation of a with b, one reading per configured window (or `window`)."""
+    tf = check_timeframe(cfg, timeframe)
+    ka = cfg.resolve(a) if a else cfg.default_crypto
+    if b:
+        kb = cfg.resolve(b)
+    elif ka == cfg.default_crypto or cfg.default_benchmark in cfg.counterparts(ka):
+        kb = cfg.default_benchmark if cfg.default_benchmark in cfg.counterparts(ka) else cfg.counterparts(ka)[0]
+    else:
+        kb = cfg.counterparts(ka)[0] if cfg.counterparts(ka) else cfg.default_benchmark
+    return [_reading(db, cfg, ka, kb, tf, w) for w in check_window(cfg, window, tf)]
+
+
+@dataclass(frozen=True)
+class RankRow:
+    b: str
+    value: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Ranking:
+    a: str
+    timeframe: str
+    window: int
+    asof: int | None
+    rows: list[RankRow]
+
+
+def rank(
+    db: sqlite_utils.Database, cfg: Config, a: str | None = None,
+    *, window: int | None = None, timeframe: str = "1d",
+) -> Ranking:
+    """Every counterpart of a, by its latest correlation, highest first (no value last)."""
+    tf = check_timeframe(cfg, timeframe)
+    ka = cfg.resolve(a) if a else cfg.default_crypto
+    w = check_window(cfg, window if window is not None else cfg.default_window(tf), tf)[0]
+    readings = [_reading(db, cfg, ka, b, tf, w) for b in cfg.counterparts(ka)]
+    readings.sort(key=lambda r: (r.value is None, -(r.value or 0.0)))
+    asof = max((r.asof for r in readings if r.asof is not None), default=None)
+    return Ranking(ka, tf, w, asof, [RankRow(r.b, r.value, r.n) for r in readings])
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    period: str
+    b: str
+    value: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class History:
+    a: str
+    by: str
+    rows: list[HistoryRow]
+
+
+def history(db: sqlite_utils.Database, cfg: Config, a: str | None = None, *, by: str = "year") -> History:
+    """Correlation of a with each counterpart per calendar year, all daily returns of the year."""
+    if by != "year":
+        raise BadWindowError(f"history by {by!r} is not supported; use: year")
+    ka = cfg.resolve(a) if a else cfg.default_crypto
+    panel = build_panel(db, cfg, "1d")
+    rows: list[HistoryRow] = []
+    for b in cfg.counterparts(ka):
+        r = pair_returns(panel[ka].dropna(), panel[b].dropna(), "1d")
+        years = pd.to_datetime(r.index, unit="s").year
+        for year, grp in r.groupby(years):
+            v = pearson(grp["x"].to_numpy(), grp["y"].to_numpy())
+            rows.append(HistoryRow(str(year), b, None if np.isnan(v) else v, len(grp)))
+    order = {b: i for i, b in enumerate(cfg.counterparts(ka))}
+    rows.sort(key=lambda h: (h.period, order[h.b]))
+    return History(ka, by, rows)
+
+
+@dataclass(frozen=True)
+class ChartFrames:
+    a: str
+    b: str
+    timeframe: str
+    window: int
+    corr: pd.DataFrame  # UTC DatetimeIndex; value, ci_lo, ci_hi
+    prices: pd.DataFrame  # UTC DatetimeIndex; columns a, b normalised to 100 at the first row
+    asof: str | None
+
+
+def chart_data(
+    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
+    *, window: int | None = None, timeframe: str = "1d", period_days: int | None = 365,
+) -> ChartFrames:
+    reading = corr_readings(db, cfg, a, b, window=window if window is not None else cfg.default_window(timeframe), timeframe=timeframe)[0]
+    ca, cb = _oriented(cfg, reading.a, reading.b)
+    sid = corr_store.find_series(db, ca, cb, reading.timeframe, reading.window)
+    since = None if period_days is None or reading.asof is None else reading.asof - period_days * DAY
+    series = corr_store.read_series(db, sid, since) if sid is not None else pd.DataFrame(columns=["value", "ci_lo", "ci_hi"])
+    corr = series[["value", "ci_lo", "ci_hi"]].astype("float64")
+    corr.index = pd.to_datetime(corr.index.astype("int64"), unit="s", utc=True)
+    panel = build_panel(db, cfg, reading.timeframe)
+    both = panel[[reading.a, reading.b]].dropna()
+    if since is not None:
+        both = both[both.index >= since]
+    prices = both / both.iloc[0] * 100.0 if len(both) else both
+    prices.index = pd.to_datetime(prices.index.astype("int64"), unit="s", utc=True)
+    return ChartFrames(reading.a, reading.b, reading.timeframe, reading.window, corr, prices, reading.asof_iso())
+
+
+@dataclass(frozen=True)
+class Divergence:
+    a: str
+    b: str
+    timeframe: str
+    bars: int
+    residual: float  # Σ over the last `bars` returns of (x − β·y), in log-return units
+    zscore: float | None  # residual / (σ of residuals in the window · √bars)
+    beta: float
+    asof: int
+
+
+def divergence(
+    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
+    *, bars: int = 5, timeframe: str = "1d",
+) -> Divergence:
+    """How far a moved beyond what its beta to b explains, over the last `bars` returns.
+
+    β is estimated over the default window of returns *before* those bars, so a sharp
+    divergence does not hide itself by bending the estimate.
+    """
+    tf = check_timeframe(cfg, timeframe)
+    reading = corr_readings(db, cfg, a, b, window=cfg.default_window(tf), timeframe=tf)[0]
+    w = reading.window
+    if not 1 <= bars <= 50:
+        raise BadWindowError("bars must be between 1 and 50")
+    panel = build_panel(db, cfg, tf)
+    r = pair_returns(panel[reading.a].dropna(), panel[reading.b].dropna(), tf)
+    if len(r) < w + bars:
+        raise NotEnoughDataError(f"{reading.a}/{reading.b} {tf} divergence", len(r), w + bars)
+    est, recent = r.iloc[-(w + bars) : -bars], r.iloc[-bars:]
+    x, y = est["x"].to_numpy(), est["y"].to_numpy()
+    _, _, _, beta_arr = window_stats(x[None, :], y[None, :])
+    beta = float(beta_arr[0])
+    resid_est = x - beta * y
+    residual = float((recent["x"] - beta * recent["y"]).sum())
+    sd = float(np.std(resid_est - resid_est.mean(), ddof=1))
+    z = residual / (sd * np.sqrt(bars)) if sd > 0 else None
+    return Divergence(reading.a, reading.b, tf, bars, residual, z, beta, int(r.index[-1]))
+
+
+@dataclass(frozen=True)
+class Freshness:
+    asset: str
+    timeframe: str
+    last_bar_ts: int | None
+
+
+def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[Freshness]:
+    counts = bar_counts(db)
+    out = []
+    for name in names:
+        for key in [name] if name in cfg.asset_by_key else [m.upper() for m in cfg.basket_by_key[name].members]:
+            tfs = sorted({tf for (a, tf) in counts if a == key}) or ["1d"]
+            out.extend(Freshness(key, tf, counts[(key, tf)][2] if (key, tf) in counts else None) for tf in tfs)
+    return out
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    feeds: list[FeedStatus]
+    freshness: list[Freshness]
+    db_bytes: int
+    version: str
+
+
+def db_size(db: sqlite_utils.Database) -> int:
+    row = db.execute("PRAGMA database_list").fetchone()
+    path = Path(row[2]) if row and row[2] else None
+    if path is None:
+        return 0
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def status(db: sqlite_utils.Database, cfg: Config) -> StatusReport:
+    from service import __version__
+
+    return StatusReport(all_status(db), freshness(db, cfg, [a.key for a in cfg.assets]), db_size(db), __version__)
