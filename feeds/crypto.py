@@ -1,0 +1,339 @@
+"""The ccxt crypto feed: closed spot OHLCV candles from exchanges into the ``bars`` table.
+
+- `make_exchange` builds a rate-limited, spot-only ccxt async client (URL override for tests
+  and proxies via ``feeds.ccxt_urls``).
+- `fetch_closed_candles` pages through one symbol × timeframe and drops the forming candle.
+- `poll_crypto` does that for every crypto asset × (``feeds.crypto_bar``, ``"1d"``) at once,
+  incrementally from the last stored bar, with retries, exponential backoff and the asset's
+  fallback exchanges, and writes through `storage.bars.upsert_bars`.
+
+Temporary trouble (network, rate limits, maintenance, HTTP 429/418/5xx) is retried; permanent
+trouble (unknown symbol, bad request, auth) is not, and is logged once per (exchange, symbol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import ccxt.async_support as accxt
+import pandas as pd
+import sqlite_utils
+
+from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
+from service.config import AssetConfig, Config, FeedsConfig
+from service.errors import BadWindowError, FeedError, PermanentFeedError, TemporaryFeedError
+from storage.bars import last_bar_ts, upsert_bars
+from storage.status import record_error, record_ok
+
+log = logging.getLogger(__name__)
+
+ExchangeFactory = Callable[[str], accxt.Exchange]
+Sleep = Callable[[float], Awaitable[Any]]
+T = TypeVar("T")
+
+# (exchange id, symbol) whose permanent error this process already logged; cleared on success.
+_REPORTED: set[tuple[str, str]] = set()
+
+# Order matters: these are ExchangeError subclasses, and any other ccxt error is retried.
+_PERMANENT = (accxt.BadRequest, accxt.AuthenticationError, accxt.NotSupported)
+_TEMPORARY = (accxt.BaseError, aiohttp.ClientError, TimeoutError, OSError)
+_URL = re.compile(r"[a-z]+://\S+", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]{0,200}>")
+
+
+def make_exchange(exchange_id: str, feeds: FeedsConfig) -> accxt.Exchange:
+    """A ccxt async client: rate limiter on, ``feeds.timeout_seconds``, spot markets only."""
+    cls = getattr(accxt, exchange_id, None)
+    if cls is None or exchange_id not in accxt.exchanges:
+        raise PermanentFeedError(exchange_id, "not a ccxt exchange id")
+    ex: accxt.Exchange = cls(
+        {"enableRateLimit": True, "timeout": int(feeds.timeout_seconds * 1000)}
+    )
+    ex.options["defaultType"] = "spot"
+    # Loading derivative markets costs extra requests (binance: fapi + dapi exchangeInfo) and
+    # can fail on its own; we only ever read spot candles.
+    fm = ex.options.get("fetchMarkets")
+    if isinstance(fm, dict) and isinstance(fm.get("types"), list):
+        ex.options["fetchMarkets"] = {**fm, "types": ["spot"]}
+    elif isinstance(fm, list) and "spot" in fm:
+        ex.options["fetchMarkets"] = ["spot"]
+    base = feeds.ccxt_urls.get(exchange_id)
+    if base:
+        ex.urls["api"] = _rebase(ex.urls["api"], base)
+    return ex
+
+
+def _rebase(api: Any, base: str) -> Any:
+    """Every URL in ccxt's ``urls['api']`` moved onto ``base``, keeping its path."""
+    if isinstance(api, str):
+        parts = urlsplit(api)
+        return base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    if isinstance(api, dict):
+        return {k: _rebase(v, base) for k, v in api.items()}
+    return api
+
+
+def _clean(exc: BaseException, source: str) -> str:
+    """One short line about ``exc``: no URLs (query strings may carry keys), no HTML."""
+    text = _URL.sub("<url>", _TAG.sub(" ", str(exc)))
+    text = " ".join(text.split())
+    if text.startswith(source + " "):
+        text = text[len(source) + 1 :]
+    text = text[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    source: str,
+    what: str,
+    hint: str,
+    retries: int,
+    backoff: float,
+    sleep: Sleep,
+) -> T:
+    """``call()``, retried ``retries`` times on temporary errors, waiting backoff·2^i."""
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except _PERMANENT as exc:
+            raise PermanentFeedError(source, f"{what}: {_clean(exc, source)} ({hint})") from None
+        except _TEMPORARY as exc:
+            why = _clean(exc, source)
+            if attempt == retries:
+                n = retries + 1
+                raise TemporaryFeedError(
+                    source, f"{what}: {why} (gave up after {n} attempt{'s' * (n > 1)})"
+                ) from None
+            delay = backoff * 2**attempt
+            log.warning("%s: %s: %s; retry %d/%d in %gs", source, what, why,
+                        attempt + 1, retries, delay)
+            await sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def fetch_closed_candles(
+    exchange: accxt.Exchange,
+    symbol: str,
+    timeframe: str,
+    since_ms: int,
+    *,
+    now_ms: int | None = None,
+    limit: int = 1000,
+    retries: int,
+    backoff: float,
+    sleep: Sleep = asyncio.sleep,
+    hint: str = "check the symbol",
+    on_page: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Closed candles of ``symbol`` opening at or after ``since_ms``, as a bar frame.
+
+    Pages ``limit`` candles at a time until the still-forming candle (open + tf > now) or the
+    end of the exchange's data. Candles with a non-positive or NaN close are skipped.
+    """
+    tf_ms = TIMEFRAME_SECONDS[timeframe] * 1000
+    now = int(now_ms) if now_ms is not None else int(time.time() * 1000)
+    cursor = since_ms - since_ms % tf_ms  # candles open on UTC timeframe boundaries
+    source = str(exchange.id)
+    rows: dict[int, list[Any]] = {}
+    while cursor + tf_ms <= now:  # otherwise no closed candle can start at or after cursor
+        batch = await _with_retries(
+            partial(exchange.fetch_ohlcv, symbol, timeframe, cursor, limit),
+            source=source, what=f"{symbol} {timeframe}", hint=hint,
+            retries=retries, backoff=backoff, sleep=sleep,
+        )
+        fresh = [c for c in batch if c and c[0] is not None and int(c[0]) >= cursor]
+        if not fresh:
+            break
+        for c in fresh:
+            if int(c[0]) + tf_ms <= now:
+                rows[int(c[0])] = c
+        if on_page is not None:
+            on_page(len(rows))
+        cursor = max(int(c[0]) for c in fresh) + tf_ms
+    keys = sorted(rows)
+    df = pd.DataFrame(
+        [[float("nan") if v is None else float(v) for v in rows[k][1:6]] for k in keys],
+        index=pd.Index([k // 1000 for k in keys], dtype="int64", name="ts"),
+        columns=list(BAR_COLUMNS),
+        dtype="float64",
+    )
+    bad = ~(df["close"] > 0)  # also catches NaN
+    if bad.any():
+        first = datetime.fromtimestamp(int(df.index[bad.to_numpy()][0]), UTC)
+        log.warning("%s: %s %s: skipped %d candle(s) with a non-positive or missing close "
+                    "(first at %s)", source, symbol, timeframe, int(bad.sum()), first)
+        df = df.loc[~bad]
+    return df
+
+
+@dataclass
+class _Poll:
+    """State shared by the concurrent jobs of one `poll_crypto` call."""
+
+    db: sqlite_utils.Database
+    cfg: Config
+    factory: ExchangeFactory
+    sleep: Sleep
+    now_ms: int
+    reported: set[tuple[str, str]]
+    progress: Progress | None
+    since_ms: int | None = None  # explicit start; None = incremental
+    db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    exchanges: dict[str, accxt.Exchange] = field(default_factory=dict)
+    broken: dict[str, FeedError] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def exchange(self, ex_id: str, hint: str) -> accxt.Exchange:
+        """The shared client for ``ex_id`` with markets loaded; one failure fails all users."""
+        async with self.locks.setdefault(ex_id, asyncio.Lock()):
+            if ex_id in self.broken:
+                err = self.broken[ex_id]
+                raise type(err)(ex_id, str(err).removeprefix(f"{ex_id}: "))
+            try:
+                ex = self.exchanges.get(ex_id)
+                if ex is None:
+                    ex = self.exchanges[ex_id] = self.factory(ex_id)
+                if not ex.markets:
+                    f = self.cfg.feeds
+                    await _with_retries(
+                        ex.load_markets, source=ex_id, what="loading markets", hint=hint,
+                        retries=f.retries, backoff=f.backoff_seconds, sleep=self.sleep,
+                    )
+                return ex
+            except FeedError as err:
+                self.broken[ex_id] = err
+                raise
+
+    def report_once(self, ex_id: str, symbol: str, err: PermanentFeedError) -> None:
+        if (ex_id, symbol) not in self.reported:
+            self.reported.add((ex_id, symbol))
+            log.error("%s", err)
+
+    async def job(self, asset: AssetConfig, index: int, timeframe: str) -> FeedResult:
+        assert asset.exchange is not None and asset.symbol is not None  # config guarantees
+        tf_ms = TIMEFRAME_SECONDS[timeframe] * 1000
+        async with self.db_lock:
+            last = last_bar_ts(self.db, asset.key, timeframe)
+        start = self.now_ms - self.cfg.feeds.backfill_days * 86_400_000
+        if self.since_ms is not None:
+            start = self.since_ms
+        elif last is not None:
+            start = last * 1000 + tf_ms  # stored bars are closed: never refetch them
+        failures: list[FeedError] = []
+        chain = [asset.exchange, *asset.fallback_exchanges]
+        for j, ex_id in enumerate(chain):
+            where = f"assets[{index}]"
+            hint = f"check {where}." + ("symbol" if j == 0 else f"fallback_exchanges[{j - 1}]")
+            try:
+                ex = await self.exchange(ex_id, hint)
+                if asset.symbol not in ex.markets:
+                    raise PermanentFeedError(ex_id, f"no market {asset.symbol} ({hint})")
+                if not ex.has.get("fetchOHLCV") or timeframe not in (ex.timeframes or {}):
+                    raise PermanentFeedError(ex_id, f"no {timeframe} candles ({hint})")
+                df = await fetch_closed_candles(
+                    ex, asset.symbol, timeframe, start, now_ms=self.now_ms,
+                    retries=self.cfg.feeds.retries, backoff=self.cfg.feeds.backoff_seconds,
+                    sleep=self.sleep, hint=hint, on_page=self._progress(asset.key, timeframe),
+                )
+            except PermanentFeedError as err:
+                self.report_once(ex_id, asset.symbol, err)
+                failures.append(err)
+                continue
+            except TemporaryFeedError as err:
+                log.warning("%s (%s %s)", err, asset.key, timeframe)
+                failures.append(err)
+                continue
+            self.reported.discard((ex_id, asset.symbol))
+            async with self.db_lock:
+                res = await asyncio.to_thread(upsert_bars, self.db, asset.key, timeframe, df, ex_id)
+                newest = last_bar_ts(self.db, asset.key, timeframe)
+                record_ok(self.db, ex_id, asset.key, newest)
+                for failed in failures:
+                    record_error(self.db, failed.source, asset.key, str(failed))
+            if failures:
+                log.warning("%s %s: fetched from fallback %s", asset.key, timeframe, ex_id)
+            return FeedResult(ex_id, asset.key, timeframe, len(df), res.inserted, res.updated)
+        message = "; ".join(str(e) for e in failures)[:500]
+        async with self.db_lock:
+            for failed in failures:
+                record_error(self.db, failed.source, asset.key, str(failed))
+        return FeedResult(asset.exchange, asset.key, timeframe, 0, 0, 0, error=message)
+
+    def _progress(self, key: str, timeframe: str) -> Callable[[int], None] | None:
+        cb = self.progress
+        return None if cb is None else (lambda n: cb(key, timeframe, n))
+
+    async def safe_job(self, asset: AssetConfig, index: int, timeframe: str) -> FeedResult:
+        """`job`, but a bug in one asset's job must not take the others down."""
+        try:
+            return await self.job(asset, index, timeframe)
+        except Exception as exc:
+            log.exception("%s %s: unexpected error", asset.key, timeframe)
+            src = asset.exchange or "ccxt"
+            return FeedResult(src, asset.key, timeframe, 0, 0, 0,
+                              error=f"{src}: unexpected {_clean(exc, src)}")
+
+    async def close(self) -> None:
+        for ex_id, ex in self.exchanges.items():
+            try:
+                await ex.close()
+            except Exception as exc:  # closing is best effort
+                log.debug("%s: close failed: %s", ex_id, _clean(exc, ex_id))
+
+
+async def poll_crypto(
+    db: sqlite_utils.Database,
+    cfg: Config,
+    *,
+    assets: list[str] | None = None,
+    since: datetime | None = None,
+    timeframes: tuple[str, ...] | None = None,
+    progress: Progress | None = None,
+    exchange_factory: ExchangeFactory | None = None,
+    sleep: Sleep = asyncio.sleep,
+    now_ms: int | None = None,
+    reported: set[tuple[str, str]] | None = None,
+) -> list[FeedResult]:
+    """Fetch and store new closed candles for the crypto assets; one result per asset × tf.
+
+    ``assets`` names assets (any case); equity assets and baskets among them are ignored.
+    ``since`` (naive = UTC) refetches from that time instead of from the last stored bar.
+    ``reported`` is the set of (exchange, symbol) permanent errors already logged.
+    """
+    tfs = tuple(dict.fromkeys(timeframes or (cfg.feeds.crypto_bar, "1d")))
+    for tf in tfs:
+        if tf not in TIMEFRAME_SECONDS:
+            allowed = ", ".join(TIMEFRAME_SECONDS)
+            raise BadWindowError(f"unknown timeframe {tf!r}; use one of {allowed}")
+    keys = None if assets is None else {cfg.resolve(n) for n in assets}
+    chosen = [
+        (i, a) for i, a in enumerate(cfg.assets)
+        if a.kind == "crypto" and (keys is None or a.key in keys)
+    ]
+    since_ms = None
+    if since is not None:
+        aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+        since_ms = int(aware.timestamp() * 1000)
+    poll = _Poll(
+        db, cfg, exchange_factory or (lambda ex_id: make_exchange(ex_id, cfg.feeds)), sleep,
+        int(now_ms) if now_ms is not None else int(time.time() * 1000),
+        _REPORTED if reported is None else reported, progress, since_ms=since_ms,
+    )
+    try:
+        return list(await asyncio.gather(
+            *(poll.safe_job(a, i, tf) for i, a in chosen for tf in tfs)
+        ))
+    finally:
+        await poll.close()
