@@ -1,0 +1,348 @@
+"""The Yahoo Finance equity feed: adjusted daily and hourly bars for ETFs/indices via yfinance.
+
+`fetch_equity_bars` makes one batched ``yf.download`` call for all tickers (yfinance then
+issues one chart request per ticker, sequentially: polite to Yahoo and deterministic);
+`poll_equities` runs it in a thread, retries, drops partial bars and upserts into SQLite.
+
+Pointing yfinance elsewhere (``feeds.yahoo_base_url``): yfinance hard-codes its hosts —
+``query1/query2.finance.yahoo.com`` as module constants copied into a dozen modules at
+import time, and ``fc.yahoo.com`` / ``guce.yahoo.com`` / ``consent.yahoo.com`` as literal
+strings in the cookie/crumb code — so patching ``yfinance.const`` cannot redirect all of
+it. Instead we pass our own session through yfinance's supported ``session=`` argument: a
+`curl_cffi` Session subclass (`_YahooSession`) that rewrites any ``*.yahoo.com`` URL to
+``yahoo_base_url`` + the original path and query. The same hook suits a team behind a
+reverse proxy or mirror. Nothing global is patched; note yfinance keeps the last session
+it was given in its ``YfData`` singleton, which only this module uses.
+
+Telling "no such ticker" from "network down": yfinance swallows HTTP errors (it logs them
+and returns an empty frame; an unreachable Yahoo even looks like "possibly delisted; no
+timezone found"). Our session records the HTTP status of every chart request per symbol,
+so for a ticker that came back empty we decide from the wire: a transport error, 429 or
+5xx ⇒ `TemporaryFeedError` (retried with exponential backoff); otherwise a 404 (Yahoo's
+``"No data found, symbol may be delisted"``) or other 4xx ⇒ `PermanentFeedError` (reported
+once, not retried); all 200 ⇒ simply no bars in that range (e.g. a weekend).
+
+Adjustment drift: Yahoo back-adjusts all history on every dividend/split, so an
+incremental poll refetches a few sessions of overlap; if any overlapping stored close
+differs from the fresh one by more than 1e-6 relative, the whole stored range of that
+ticker/timeframe is refetched and upserted, keeping the series consistently adjusted
+(`upsert_bars` marks the asset dirty from the first changed bar, so correlations are
+recomputed). Hourly history beyond Yahoo's ~730 days cannot be refetched and keeps its
+old scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+import sqlite_utils
+import yfinance as yf
+from curl_cffi import requests as curl_requests
+from yfinance.data import YfData
+
+from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
+from service.config import Config, FeedsConfig
+from service.errors import FeedError, PermanentFeedError, TemporaryFeedError
+from storage.bars import bar_counts, last_bar_ts, read_bars, upsert_bars
+from storage.status import record_error, record_ok
+
+log = logging.getLogger(__name__)
+
+SOURCE = "yahoo"
+HOURLY_LIMIT = timedelta(days=729)  # Yahoo serves ~730 days of 1h bars; keep a day of margin
+OVERLAP = {"1d": timedelta(days=7), "1h": timedelta(days=3)}  # a few sessions, for drift checks
+DRIFT_RTOL = 1e-6
+
+# yfinance's state (YfData singleton, response cache) is process-global: one download at a time.
+_LOCK = threading.Lock()
+_SESSIONS: dict[str | None, _YahooSession] = {}
+
+
+class _YahooSession(curl_requests.Session):  # type: ignore[misc,type-arg]
+    """curl_cffi session that reroutes Yahoo hosts to a base URL and records chart statuses."""
+
+    def __init__(self, base_url: str | None) -> None:
+        super().__init__(impersonate="chrome")
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.outcomes: dict[str, list[int | None]] = {}  # symbol -> statuses (None: no reply)
+
+    def request(self, method: Any, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        target = url
+        if self.base_url and (parts.hostname or "").endswith("yahoo.com"):
+            target = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+        symbol = None
+        if parts.path.startswith("/v8/finance/chart/"):
+            symbol = unquote(parts.path.rsplit("/", 1)[1]).upper()
+        try:
+            resp = super().request(method, target, *args, **kwargs)
+        except Exception:
+            if symbol is not None:
+                self.outcomes.setdefault(symbol, []).append(None)
+            raise
+        if symbol is not None:
+            self.outcomes.setdefault(symbol, []).append(int(resp.status_code))
+        return resp
+
+
+def _session(base_url: str | None) -> _YahooSession:
+    # One session per base URL, reused so Yahoo's cookie and crumb survive between polls.
+    if base_url not in _SESSIONS:
+        _SESSIONS[base_url] = _YahooSession(base_url)
+    return _SESSIONS[base_url]
+
+
+def _classify(ticker: str, statuses: list[int | None]) -> FeedError:
+    if not statuses or any(s is None or s == 429 or s >= 500 for s in statuses):
+        why = "rate limited (HTTP 429)" if 429 in statuses else "Yahoo unreachable or failing"
+        last = next((s for s in reversed(statuses) if s is not None), None)
+        return TemporaryFeedError(SOURCE, f"{ticker}: {why}" + (f" (HTTP {last})" if last else ""))
+    if 404 in statuses:
+        return PermanentFeedError(
+            SOURCE, f"{ticker}: unknown ticker (no data found, symbol may be delisted)"
+        )
+    bad = next(s for s in statuses if s is not None and s >= 400)
+    return PermanentFeedError(SOURCE, f"{ticker}: Yahoo refused the request (HTTP {bad})")
+
+
+def _to_epoch(idx: pd.Index, daily: bool) -> pd.Index:
+    dt = pd.DatetimeIndex(idx)
+    if daily:  # yfinance gives the exchange-local session date; we store 00:00 UTC of it
+        dt = pd.DatetimeIndex(dt.tz_localize(None) if dt.tz is not None else dt).normalize()
+        dt = dt.tz_localize("UTC")
+    elif dt.tz is None:
+        dt = dt.tz_localize("UTC")
+    secs: np.ndarray[Any, np.dtype[np.int64]] = np.asarray(
+        dt.tz_convert("UTC").as_unit("s").asi8, dtype="int64"
+    )
+    out: pd.Index = pd.Index(secs, name="ts")
+    return out
+
+
+def _frame_for(data: pd.DataFrame, ticker: str, interval: str) -> pd.DataFrame:
+    """One ticker's bars out of a ``group_by="ticker"`` download, in our bar-frame shape."""
+    empty = pd.DataFrame(
+        columns=list(BAR_COLUMNS), index=pd.Index([], dtype="int64", name="ts"), dtype="float64"
+    )
+    if data is None or data.empty or not isinstance(data.columns, pd.MultiIndex):
+        return empty
+    if ticker not in data.columns.get_level_values(0):
+        return empty
+    sub = pd.DataFrame(data[ticker])
+    sub.columns = [str(c).lower() for c in sub.columns]
+    cols = {c: sub[c] if c in sub.columns else float("nan") for c in BAR_COLUMNS}
+    df = pd.DataFrame(cols, index=sub.index).astype("float64")
+    df = df[df["close"].notna() & (df["close"] > 0)]
+    df.index = _to_epoch(df.index, daily=interval == "1d")
+    return df[~df.index.duplicated(keep="last")].sort_index()
+
+
+_CAL: Any = None
+
+
+def _calendar() -> Any:
+    global _CAL
+    if _CAL is None:  # building the calendar takes a moment: once per process
+        _CAL = xcals.get_calendar("XNYS")
+    return _CAL
+
+
+def _session_close(day: pd.Timestamp) -> int | None:
+    """UTC epoch of the NYSE close (16:00 ET, 13:00 on half days) of ``day``; None if closed."""
+    cal = _calendar()
+    if not cal.first_session <= day <= cal.last_session or not cal.is_session(day):
+        return None
+    return int(cal.session_close(day).timestamp())
+
+
+def drop_partial_bars(df: pd.DataFrame, interval: str, now: datetime) -> pd.DataFrame:
+    """Keep only bars that had closed at ``now``.
+
+    Daily: the session's close (half days included) must be <= now. Hourly: the bar's end,
+    start + 1h capped at the session close (the 15:30 ET bar lasts 30 minutes), must be <= now.
+    Bars older than a week are closed whatever the calendar says, so only the tail is checked.
+    """
+    if df.empty:
+        return df
+    now_ts = int(now.timestamp())
+    recent = now_ts - 7 * 86400
+    keep = []
+    for ts in df.index:
+        ts = int(ts)
+        if ts < recent:
+            keep.append(True)
+            continue
+        if interval == "1d":
+            close = _session_close(pd.Timestamp(ts, unit="s"))
+            end = close if close is not None else ts + 86400
+        else:
+            step = TIMEFRAME_SECONDS.get(interval) or int(pd.Timedelta(interval).total_seconds())
+            local_day = pd.Timestamp(ts, unit="s", tz="UTC").tz_convert("America/New_York")
+            close = _session_close(pd.Timestamp(local_day.date()))
+            end = ts + step if close is None else min(ts + step, close)
+        keep.append(end <= now_ts)
+    return df[keep]
+
+
+def _download(
+    tickers: list[str], interval: str, start: datetime, end: datetime | None,
+    feeds: FeedsConfig, now: datetime,
+) -> tuple[dict[str, pd.DataFrame], dict[str, FeedError]]:
+    """One attempt: frames for tickers that answered, errors for those that did not."""
+    if interval == "1h" and start < now - HOURLY_LIMIT:
+        log.debug("1h start %s clamped to %s: Yahoo serves ~730 days of hourly bars",
+                  start.isoformat(), (now - HOURLY_LIMIT).isoformat())
+        start = now - HOURLY_LIMIT
+    wanted = {t.upper(): t for t in tickers}
+    with _LOCK:
+        session = _session(feeds.yahoo_base_url)
+        session.outcomes.clear()
+        # yfinance memoises past-dated chart responses (even errors) per process: a stale
+        # 500 or a previous server's body must never be served back to us.
+        YfData.cache_get.cache_clear()
+        data = yf.download(
+            list(wanted), start=int(start.timestamp()),
+            end=int((end or now).timestamp()), interval=interval, group_by="ticker",
+            auto_adjust=True, actions=False, progress=False, threads=False,
+            timeout=feeds.timeout_seconds, session=session, multi_level_index=True,
+        )
+        outcomes = {k: list(v) for k, v in session.outcomes.items()}
+    frames: dict[str, pd.DataFrame] = {}
+    errors: dict[str, FeedError] = {}
+    for up, orig in wanted.items():
+        df = _frame_for(data, up, interval)
+        statuses = outcomes.get(up, [])
+        if df.empty and not (statuses and all(s == 200 for s in statuses)):
+            errors[orig] = _classify(orig, statuses)
+        else:
+            frames[orig] = drop_partial_bars(df, interval, now)
+    return frames, errors
+
+
+def fetch_equity_bars(
+    tickers: list[str], interval: str, start: datetime, end: datetime | None, *,
+    feeds: FeedsConfig, now: datetime | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Blocking: closed, adjusted bars per ticker from one batched download (single attempt).
+
+    Raises `PermanentFeedError` if any ticker is unknown, else `TemporaryFeedError` if any
+    failed transiently; `poll_equities` uses the per-ticker variant to keep partial results.
+    """
+    frames, errors = _download(tickers, interval, start, end, feeds, now or datetime.now(UTC))
+    if errors:
+        perm: list[FeedError] = [e for e in errors.values() if isinstance(e, PermanentFeedError)]
+        raise (perm or list(errors.values()))[0]
+    return frames
+
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+async def _download_retrying(
+    tickers: list[str], interval: str, start: datetime, feeds: FeedsConfig, now: datetime,
+    sleep: Sleep,
+) -> tuple[dict[str, pd.DataFrame], dict[str, FeedError]]:
+    frames: dict[str, pd.DataFrame] = {}
+    errors: dict[str, FeedError] = {}
+    pending = list(tickers)
+    for attempt in range(feeds.retries + 1):
+        got, errs = await asyncio.to_thread(_download, pending, interval, start, None, feeds, now)
+        frames.update(got)
+        errors.update(errs)
+        for t in got:
+            errors.pop(t, None)
+        pending = [t for t, e in errs.items() if isinstance(e, TemporaryFeedError)]
+        if not pending or attempt == feeds.retries:
+            break
+        delay = feeds.backoff_seconds * 2**attempt
+        log.info("yahoo %s: %s failed (%s); retry in %.1fs", interval, ", ".join(pending),
+                 errs[pending[0]], delay)
+        await sleep(delay)
+    return frames, errors
+
+
+def _drifted(db: sqlite_utils.Database, asset: str, tf: str, fresh: pd.DataFrame) -> bool:
+    if fresh.empty:
+        return False
+    stored = read_bars(db, asset, tf, since=int(fresh.index.min()), until=int(fresh.index.max()))
+    common = stored.index.intersection(fresh.index)
+    if common.empty:
+        return False
+    old, new = stored.loc[common, "close"], fresh.loc[common, "close"]
+    return bool(((new - old).abs() > DRIFT_RTOL * old.abs()).any())
+
+
+async def poll_equities(
+    db: sqlite_utils.Database, cfg: Config, *, assets: list[str] | None = None,
+    since: datetime | None = None, timeframes: tuple[str, ...] = ("1d", "1h"),
+    progress: Progress | None = None, sleep: Sleep = asyncio.sleep, now: datetime | None = None,
+) -> list[FeedResult]:
+    """Fetch new closed bars for the configured equity assets and upsert them; one result per
+    asset × timeframe. ``since`` forces a refetch from that time (e.g. a backfill)."""
+    now = now or datetime.now(UTC)
+    chosen = {a.upper() for a in assets} if assets is not None else None
+    equities = [a for a in cfg.assets if a.kind == "equity" and (chosen is None or a.key in chosen)]
+    ticker_of = {a.key: str(a.ticker) for a in equities}
+    dead: dict[str, str] = {}  # asset -> permanent error, reported once and not re-requested
+    results: list[FeedResult] = []
+    for tf in timeframes:
+        starts: dict[str, datetime] = {}
+        for key in ticker_of:
+            last = last_bar_ts(db, key, tf)
+            if since is not None:
+                starts[key] = since
+            elif last is None:
+                starts[key] = now - timedelta(days=cfg.feeds.backfill_days)
+            else:
+                starts[key] = datetime.fromtimestamp(last, UTC) - OVERLAP.get(tf, timedelta(days=3))
+        live = [k for k in ticker_of if k not in dead]
+        frames: dict[str, pd.DataFrame] = {}
+        errors: dict[str, FeedError] = {}
+        if live:
+            start = min(starts[k] for k in live)  # one batched request per interval
+            got, errs = await _download_retrying(
+                [ticker_of[k] for k in live], tf, start, cfg.feeds, now, sleep)
+            by_ticker = {ticker_of[k]: k for k in live}
+            frames = {by_ticker[t]: df for t, df in got.items()}
+            errors = {by_ticker[t]: e for t, e in errs.items()}
+            drifted = [k for k, df in frames.items() if _drifted(db, k, tf, df)]
+            if drifted and since is None:
+                counts = bar_counts(db)
+                full_start = min(datetime.fromtimestamp(counts[(k, tf)][1], UTC) for k in drifted)
+                log.info("yahoo %s: adjustment drift in %s; refetching full history", tf, drifted)
+                got, errs = await _download_retrying(
+                    [ticker_of[k] for k in drifted], tf, full_start, cfg.feeds, now, sleep)
+                frames.update({by_ticker[t]: df for t, df in got.items()})
+                errors.update({by_ticker[t]: e for t, e in errs.items()})
+                for t in got:
+                    errors.pop(by_ticker[t], None)
+        for key in ticker_of:
+            if key in dead:
+                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, dead[key]))
+                continue
+            if key in errors:
+                err = errors[key]
+                frames.pop(key, None)
+                record_error(db, SOURCE, key, str(err))
+                if isinstance(err, PermanentFeedError):
+                    dead[key] = str(err)
+                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, str(err)))
+                continue
+            df = frames.get(key)
+            if df is None:
+                continue
+            res = upsert_bars(db, key, tf, df, SOURCE)
+            record_ok(db, SOURCE, key, last_bar_ts(db, key, tf))
+            if progress is not None:
+                progress(key, tf, len(df))
+            results.append(FeedResult(SOURCE, key, tf, len(df), res.inserted, res.updated))
+    return results
