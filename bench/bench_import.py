@@ -1,0 +1,121 @@
+"""Benchmark of `corrbot import`: synthetic kline/Yahoo CSVs through parse, validate and upsert.
+
+Run ``.venv/bin/python bench/bench_import.py [rows]``. Prints bars/s for parse+validate alone,
+end to end (parse + validate + upsert into a fresh SQLite file) and for a re-import of the same
+file (the idempotent path, which writes nothing). Figures only: nothing is asserted about time.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
+
+from feeds.csv_import import import_csv, parse_csv  # noqa: E402
+from service.config import Config, parse_config  # noqa: E402
+from storage.bars import upsert_bars  # noqa: E402
+from storage.db import open_db  # noqa: E402
+
+
+def _prices(n: int, rng: np.random.Generator, start: float) -> dict[str, np.ndarray]:
+    close = start * np.exp(np.cumsum(rng.normal(0.0, 0.004, n)))
+    open_ = np.concatenate([[start], close[:-1]])
+    wiggle = np.abs(rng.normal(0.0, 0.002, n))
+    return {
+        "open": open_,
+        "high": np.maximum(open_, close) * (1 + wiggle),
+        "low": np.minimum(open_, close) * (1 - wiggle),
+        "close": close,
+        "volume": rng.uniform(100.0, 5000.0, n).round(5),
+    }
+
+
+def write_kline(path: Path, n: int) -> None:
+    """Binance-style hourly klines, timestamps as in the real dumps (``… 00:00:00+00:00``)."""
+    rng = np.random.default_rng(1)
+    ts = pd.date_range("1990-01-01", periods=n, freq="h", tz="UTC")
+    p = _prices(n, rng, 20000.0)
+    df = pd.DataFrame(
+        {"symbol": "BTCUSDT", "interval": "1h", "timestamp": ts.strftime("%Y-%m-%d %H:%M:%S+00:00")}
+        | {k: v.round(2) for k, v in p.items()}
+        | {"quote_volume": (p["volume"] * p["close"]).round(4), "trade_count": 1000}
+    )
+    df.to_csv(path, index=False)
+
+
+def write_yahoo_daily(path: Path, n: int) -> None:
+    """Classic Yahoo download with Adj Close (so the scaling path is exercised too)."""
+    rng = np.random.default_rng(2)
+    dates = pd.date_range("1900-01-01", periods=n, freq="D")
+    p = _prices(n, rng, 50.0)
+    df = pd.DataFrame({"Date": dates.strftime("%Y-%m-%d")})
+    for k in ("open", "high", "low", "close"):
+        df[k.capitalize()] = p[k]
+    df["Adj Close"] = p["close"] * 0.97
+    df["Volume"] = p["volume"].round(0).astype("int64")
+    df.to_csv(path, index=False)
+
+
+def _rate(label: str, n: int, seconds: float) -> None:
+    print(f"  {label:26s} {seconds:6.2f} s  {n / seconds:12,.0f} bars/s")
+
+
+def run_case(cfg: Config, asset: str, path: Path, n: int, tmp: Path) -> None:
+    """Parse alone, upsert alone (fresh DB), then end to end (another fresh DB) and again."""
+    t0 = time.perf_counter()
+    parsed = parse_csv(path)
+    t_parse = time.perf_counter() - t0
+    db = open_db(tmp / f"{asset}_upsert.db")
+    t0 = time.perf_counter()
+    upsert_bars(db, asset, parsed.timeframe, parsed.bars, "bench")
+    t_upsert = time.perf_counter() - t0
+    db.conn.close()
+    db = open_db(tmp / f"{asset}.db")
+    t0 = time.perf_counter()
+    first = import_csv(db, cfg, asset, path)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = import_csv(db, cfg, asset, path)
+    t_again = time.perf_counter() - t0
+    db.conn.close()
+    _rate("parse+validate", n, t_parse)
+    _rate("upsert_bars alone", n, t_upsert)
+    _rate("import end to end", n, t_first)
+    _rate("re-import (writes nothing)", n, t_again)
+    print(
+        f"  first: inserted {first.inserted:,}; again: unchanged {again.unchanged:,}, "
+        f"written {again.inserted + again.updated}"
+    )
+
+
+def main() -> None:
+    n_hourly = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    n_daily = min(n_hourly, 100_000)  # pandas dates stop in 2262: 100k days from 1900 fit
+    cfg = parse_config(
+        {
+            "assets": [
+                {"name": "BTC", "kind": "crypto", "exchange": "binance", "symbol": "BTC/USDT"},
+                {"name": "SPY", "kind": "equity", "ticker": "SPY"},
+            ]
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for asset, path, write, n in [
+            ("BTC", tmp / "kline_1h.csv", write_kline, n_hourly),
+            ("SPY", tmp / "yahoo_1d.csv", write_yahoo_daily, n_daily),
+        ]:
+            write(path, n)
+            print(f"\n{path.name}: {n:,} rows, {path.stat().st_size / 1e6:.1f} MB")
+            run_case(cfg, asset, path, n, tmp)
+
+
+if __name__ == "__main__":
+    main()
