@@ -11,8 +11,10 @@ strings in the cookie/crumb code — so patching ``yfinance.const`` cannot redir
 it. Instead we pass our own session through yfinance's supported ``session=`` argument: a
 `curl_cffi` Session subclass (`_YahooSession`) that rewrites any ``*.yahoo.com`` URL to
 ``yahoo_base_url`` + the original path and query. The same hook suits a team behind a
-reverse proxy or mirror. Nothing global is patched; note yfinance keeps the last session
-it was given in its ``YfData`` singleton, which only this module uses.
+reverse proxy or mirror. No yfinance constant is patched; the only global effects are
+that yfinance's ``YfData`` singleton keeps the last session it was given (``yf.download``
+installs one on every call anyway) and that we clear its in-process response memo (see
+`_download`) before each download.
 
 Telling "no such ticker" from "network down": yfinance swallows HTTP errors (it logs them
 and returns an empty frame; an unreachable Yahoo even looks like "possibly delisted; no
@@ -209,12 +211,17 @@ def _download(
         # yfinance memoises past-dated chart responses (even errors) per process: a stale
         # 500 or a previous server's body must never be served back to us.
         YfData.cache_get.cache_clear()
-        data = yf.download(
-            list(wanted), start=int(start.timestamp()),
-            end=int((end or now).timestamp()), interval=interval, group_by="ticker",
-            auto_adjust=True, actions=False, progress=False, threads=False,
-            timeout=feeds.timeout_seconds, session=session, multi_level_index=True,
-        )
+        try:
+            data = yf.download(
+                list(wanted), start=int(start.timestamp()),
+                end=int((end or now).timestamp()), interval=interval, group_by="ticker",
+                auto_adjust=True, actions=False, progress=False, threads=False,
+                timeout=feeds.timeout_seconds, session=session, multi_level_index=True,
+            )
+        except Exception as exc:  # yfinance catches per-ticker errors; this is a bug or worse
+            log.warning("yf.download(%s, %s) failed: %r", list(wanted), interval, exc)
+            why = f"yfinance failed ({type(exc).__name__})"
+            return {}, {t: TemporaryFeedError(SOURCE, f"{t}: {why}") for t in tickers}
         outcomes = {k: list(v) for k, v in session.outcomes.items()}
     frames: dict[str, pd.DataFrame] = {}
     errors: dict[str, FeedError] = {}
@@ -281,68 +288,78 @@ def _drifted(db: sqlite_utils.Database, asset: str, tf: str, fresh: pd.DataFrame
     return bool(((new - old).abs() > DRIFT_RTOL * old.abs()).any())
 
 
+async def _poll_timeframe(
+    db: sqlite_utils.Database, cfg: Config, tf: str, ticker_of: dict[str, str],
+    since: datetime | None, now: datetime, sleep: Sleep,
+) -> tuple[dict[str, pd.DataFrame], dict[str, FeedError]]:
+    """Frames (by asset key) for one timeframe: one batched download from the earliest start
+    any asset needs, then a full-history refetch for assets whose adjustment drifted."""
+    starts = {}
+    for key in ticker_of:
+        last = last_bar_ts(db, key, tf)
+        if since is not None:
+            starts[key] = since
+        elif last is None:
+            starts[key] = now - timedelta(days=cfg.feeds.backfill_days)
+        else:
+            starts[key] = datetime.fromtimestamp(last, UTC) - OVERLAP.get(tf, timedelta(days=3))
+    start = min(starts.values())
+    key_of = {t: k for k, t in ticker_of.items()}
+    got, errs = await _download_retrying(list(ticker_of.values()), tf, start, cfg.feeds, now, sleep)
+    frames = {key_of[t]: df for t, df in got.items()}
+    errors = {key_of[t]: e for t, e in errs.items()}
+    counts = bar_counts(db)
+    # Drifted, with stored history older than what we just fetched: refetch all of it.
+    drifted = [
+        k for k, df in frames.items()
+        if _drifted(db, k, tf, df) and counts[(k, tf)][1] < int(df.index.min())
+    ]
+    if drifted:
+        full = min(datetime.fromtimestamp(counts[(k, tf)][1], UTC) for k in drifted)
+        log.info("yahoo %s: adjustment drift in %s; refetching from %s", tf, drifted, full.date())
+        got, errs = await _download_retrying(
+            [ticker_of[k] for k in drifted], tf, full, cfg.feeds, now, sleep)
+        for k in drifted:  # never store a partly re-adjusted series: full history or nothing
+            frames.pop(k, None)
+        frames.update({key_of[t]: df for t, df in got.items()})
+        errors.update({key_of[t]: e for t, e in errs.items()})
+    return frames, errors
+
+
 async def poll_equities(
     db: sqlite_utils.Database, cfg: Config, *, assets: list[str] | None = None,
     since: datetime | None = None, timeframes: tuple[str, ...] = ("1d", "1h"),
     progress: Progress | None = None, sleep: Sleep = asyncio.sleep, now: datetime | None = None,
 ) -> list[FeedResult]:
-    """Fetch new closed bars for the configured equity assets and upsert them; one result per
-    asset × timeframe. ``since`` forces a refetch from that time (e.g. a backfill)."""
+    """Fetch new closed bars for the configured equity assets (or just ``assets``) and upsert
+    them; one result per asset × timeframe. ``since`` refetches from that time (backfill)."""
     now = now or datetime.now(UTC)
     chosen = {a.upper() for a in assets} if assets is not None else None
-    equities = [a for a in cfg.assets if a.kind == "equity" and (chosen is None or a.key in chosen)]
-    ticker_of = {a.key: str(a.ticker) for a in equities}
-    dead: dict[str, str] = {}  # asset -> permanent error, reported once and not re-requested
+    ticker_of = {
+        a.key: str(a.ticker) for a in cfg.assets
+        if a.kind == "equity" and (chosen is None or a.key in chosen)
+    }
+    dead: dict[str, str] = {}  # asset -> permanent error: reported once, not asked again
     results: list[FeedResult] = []
     for tf in timeframes:
-        starts: dict[str, datetime] = {}
-        for key in ticker_of:
-            last = last_bar_ts(db, key, tf)
-            if since is not None:
-                starts[key] = since
-            elif last is None:
-                starts[key] = now - timedelta(days=cfg.feeds.backfill_days)
-            else:
-                starts[key] = datetime.fromtimestamp(last, UTC) - OVERLAP.get(tf, timedelta(days=3))
-        live = [k for k in ticker_of if k not in dead]
-        frames: dict[str, pd.DataFrame] = {}
-        errors: dict[str, FeedError] = {}
-        if live:
-            start = min(starts[k] for k in live)  # one batched request per interval
-            got, errs = await _download_retrying(
-                [ticker_of[k] for k in live], tf, start, cfg.feeds, now, sleep)
-            by_ticker = {ticker_of[k]: k for k in live}
-            frames = {by_ticker[t]: df for t, df in got.items()}
-            errors = {by_ticker[t]: e for t, e in errs.items()}
-            drifted = [k for k, df in frames.items() if _drifted(db, k, tf, df)]
-            if drifted and since is None:
-                counts = bar_counts(db)
-                full_start = min(datetime.fromtimestamp(counts[(k, tf)][1], UTC) for k in drifted)
-                log.info("yahoo %s: adjustment drift in %s; refetching full history", tf, drifted)
-                got, errs = await _download_retrying(
-                    [ticker_of[k] for k in drifted], tf, full_start, cfg.feeds, now, sleep)
-                frames.update({by_ticker[t]: df for t, df in got.items()})
-                errors.update({by_ticker[t]: e for t, e in errs.items()})
-                for t in got:
-                    errors.pop(by_ticker[t], None)
+        live = {k: t for k, t in ticker_of.items() if k not in dead}
+        frames, errors = (
+            await _poll_timeframe(db, cfg, tf, live, since, now, sleep) if live else ({}, {})
+        )
         for key in ticker_of:
             if key in dead:
                 results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, dead[key]))
-                continue
-            if key in errors:
-                err = errors[key]
-                frames.pop(key, None)
-                record_error(db, SOURCE, key, str(err))
-                if isinstance(err, PermanentFeedError):
-                    dead[key] = str(err)
-                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, str(err)))
-                continue
-            df = frames.get(key)
-            if df is None:
-                continue
-            res = upsert_bars(db, key, tf, df, SOURCE)
-            record_ok(db, SOURCE, key, last_bar_ts(db, key, tf))
-            if progress is not None:
-                progress(key, tf, len(df))
-            results.append(FeedResult(SOURCE, key, tf, len(df), res.inserted, res.updated))
+            elif key in errors:
+                msg = str(errors[key])
+                record_error(db, SOURCE, key, msg)
+                if isinstance(errors[key], PermanentFeedError):
+                    dead[key] = msg
+                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, msg))
+            elif key in frames:
+                df = frames[key]
+                res = upsert_bars(db, key, tf, df, SOURCE)
+                record_ok(db, SOURCE, key, last_bar_ts(db, key, tf))
+                if progress is not None:
+                    progress(key, tf, len(df))
+                results.append(FeedResult(SOURCE, key, tf, len(df), res.inserted, res.updated))
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +48,9 @@ def feeds(srv: YahooServer, **kw: Any) -> FeedsConfig:
     return FeedsConfig(yahoo_base_url=srv.base_url, **kw)
 
 
-def config(srv: YahooServer, tickers: dict[str, str], **feed_kw: Any) -> Config:
+def config(
+    srv: YahooServer, tickers: dict[str, str], base_url: str | None = None, **feed_kw: Any
+) -> Config:
     assets: list[dict[str, Any]] = [
         {"name": "BTC", "kind": "crypto", "exchange": "binance", "symbol": "BTC/USDT"}
     ]
@@ -55,7 +58,9 @@ def config(srv: YahooServer, tickers: dict[str, str], **feed_kw: Any) -> Config:
     return parse_config(
         {
             "assets": assets,
-            "feeds": {"yahoo_base_url": srv.base_url, "backoff_seconds": 2.0, **feed_kw},
+            "feeds": {
+                "yahoo_base_url": base_url or srv.base_url, "backoff_seconds": 2.0, **feed_kw
+            },
         }
     )
 
@@ -157,6 +162,15 @@ def test_last_hourly_bar_ends_at_the_close(server: YahooServer, minute: int, kep
     last_bar = int(pd.Timestamp("2025-07-10 19:30", tz="UTC").timestamp())
     assert (last_bar in out["IWM"].index) is kept
     assert out["IWM"].index[0] == int(pd.Timestamp("2025-07-10 13:30", tz="UTC").timestamp())
+
+
+def test_null_and_non_positive_closes_dropped(server: YahooServer) -> None:
+    open_ts = {d: int(pd.Timestamp(f"{d} 09:30", tz="America/New_York").timestamp())
+               for d in ("2025-07-08", "2025-07-09")}
+    server.patch("IWM", open_ts["2025-07-08"], close=None, adjclose=None)
+    server.patch("IWM", open_ts["2025-07-09"], close=0.0, adjclose=0.0)
+    out = fetch_equity_bars(["IWM"], "1d", utc(2025, 7, 7), utc(2025, 7, 12), feeds=feeds(server))
+    assert list(out["IWM"].index) == [day_ts(d) for d in ("2025-07-07", "2025-07-10", "2025-07-11")]
 
 
 def test_unknown_ticker_fetch_raises_permanent(server: YahooServer) -> None:
@@ -294,3 +308,16 @@ async def test_persistent_500_reports_error_and_leaves_db_unchanged(
     assert sleeps == [2.0, 4.0]
     pd.testing.assert_frame_equal(read_bars(db, "IWM", "1d"), before)
     assert {s.asset: s for s in all_status(db)}["IWM"].last_error == res[0].error
+
+
+async def test_connection_refused_is_temporary(db_path: Path, server: YahooServer) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = config(server, {"IWM": "IWM"}, base_url=f"http://127.0.0.1:{port}", retries=1)
+    sleeps = Sleeps()
+    res = await poll_equities(open_db(db_path), cfg, timeframes=("1d",), now=utc(2025, 7, 12),
+                              sleep=sleeps)
+    assert not res[0].ok and "unreachable" in str(res[0].error)
+    assert sleeps == [2.0]
+    assert server.log == []  # nothing leaked to the other server either

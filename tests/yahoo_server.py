@@ -85,6 +85,7 @@ class YahooServer:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._scale: dict[tuple[str, str], tuple[float, int | None]] = {}
+        self._patches: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
         self._series: dict[tuple[str, str], pd.DataFrame] = {}
         self._fixtures = self._load_fixtures()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -116,6 +117,10 @@ class YahooServer:
     ) -> None:
         """Multiply adjclose of bars starting before ``before`` (default: all) by ``factor``."""
         self._scale[(symbol, interval)] = (factor, before)
+
+    def patch(self, symbol: str, ts: int, interval: str = "1d", **values: float | None) -> None:
+        """Serve ``values`` (e.g. ``close=None`` → JSON null) for the bar starting at ``ts``."""
+        self._patches.setdefault((symbol, interval), {})[ts] = values
 
     def chart_log(self, symbol: str | None = None, history_only: bool = True) -> list[Logged]:
         return [
@@ -156,6 +161,9 @@ class YahooServer:
             factor, before = self._scale[key]
             mask = df.index < before if before is not None else slice(None)
             df.loc[mask, "adjclose"] *= factor
+        for ts, values in self._patches.get(key, {}).items():
+            for col, v in values.items():
+                df.loc[ts, col] = float("nan") if v is None else v
         return df
 
     def _read_series(self, symbol: str, interval: str) -> pd.DataFrame | None:
