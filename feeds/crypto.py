@@ -195,7 +195,7 @@ class _Poll:
     broken: dict[str, FeedError] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-    async def exchange(self, ex_id: str, hint: str) -> accxt.Exchange:
+    async def exchange(self, ex_id: str) -> accxt.Exchange:
         """The shared client for ``ex_id`` with markets loaded; one failure fails all users."""
         async with self.locks.setdefault(ex_id, asyncio.Lock()):
             if ex_id in self.broken:
@@ -208,7 +208,8 @@ class _Poll:
                 if not ex.markets:
                     f = self.cfg.feeds
                     await _with_retries(
-                        ex.load_markets, source=ex_id, what="loading markets", hint=hint,
+                        ex.load_markets, source=ex_id, what="loading markets",
+                        hint=f"check the exchange and feeds.ccxt_urls.{ex_id}",
                         retries=f.retries, backoff=f.backoff_seconds, sleep=self.sleep,
                     )
                 return ex
@@ -237,7 +238,7 @@ class _Poll:
             where = f"assets[{index}]"
             hint = f"check {where}." + ("symbol" if j == 0 else f"fallback_exchanges[{j - 1}]")
             try:
-                ex = await self.exchange(ex_id, hint)
+                ex = await self.exchange(ex_id)
                 if asset.symbol not in ex.markets:
                     raise PermanentFeedError(ex_id, f"no market {asset.symbol} ({hint})")
                 if not ex.has.get("fetchOHLCV") or timeframe not in (ex.timeframes or {}):
