@@ -97,9 +97,7 @@ def equity_obs(bars: pd.DataFrame, timeframe: str) -> pd.Series:
     return s[~s.index.duplicated(keep="last")]
 
 
-def _asof(
-    ends: np.ndarray, closes: np.ndarray, at: np.ndarray, max_age: np.ndarray | int
-) -> np.ndarray:
+def _asof(ends: np.ndarray, closes: np.ndarray, at: np.ndarray, max_age: np.ndarray | int) -> np.ndarray:
     """Close of the last candle ending at or before each `at`, if younger than max_age."""
     if len(ends) == 0:
         return np.full(len(at), np.nan)
@@ -109,9 +107,7 @@ def _asof(
     return np.where(fresh, closes[j], np.nan)
 
 
-def crypto_obs(
-    intraday: Mapping[int, pd.DataFrame], daily: pd.DataFrame | None, timeframe: str
-) -> pd.Series:
+def crypto_obs(intraday: Mapping[int, pd.DataFrame], daily: pd.DataFrame | None, timeframe: str) -> pd.Series:
     """Crypto prices sampled on the clock. ``intraday`` maps candle seconds -> bar frame."""
     g = grid(timeframe)
     parts = [

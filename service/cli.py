@@ -125,10 +125,17 @@ def cmd_corr(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_rank(cfg: Config, args: argparse.Namespace) -> int:
     rk = queries.rank(_open(cfg), cfg, args.a, window=args.window, timeframe=args.timeframe)
     if args.json:
-        print(json.dumps({
-            "a": rk.a, "window": rk.window, "timeframe": rk.timeframe, "asof": queries.iso(rk.asof, rk.timeframe),
-            "ranking": [{"b": r.b, "value": r.value, "n": r.n} for r in rk.rows],
-        }))
+        print(
+            json.dumps(
+                {
+                    "a": rk.a,
+                    "window": rk.window,
+                    "timeframe": rk.timeframe,
+                    "asof": queries.iso(rk.asof, rk.timeframe),
+                    "ranking": [{"b": r.b, "value": r.value, "n": r.n} for r in rk.rows],
+                }
+            )
+        )
     else:
         print(rank_table(rk))
     return 0
@@ -169,8 +176,14 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "check-config": cmd_check_config, "import": cmd_import, "backfill": cmd_backfill,
-    "update": cmd_update, "corr": cmd_corr, "rank": cmd_rank, "history": cmd_history, "run": cmd_run,
+    "check-config": cmd_check_config,
+    "import": cmd_import,
+    "backfill": cmd_backfill,
+    "update": cmd_update,
+    "corr": cmd_corr,
+    "rank": cmd_rank,
+    "history": cmd_history,
+    "run": cmd_run,
 }
 
 

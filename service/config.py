@@ -62,12 +62,10 @@ class PairConfig(_Strict):
 
 
 class CorrelationConfig(_Strict):
-    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1d", "1h"])
+    timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES))
     windows: list[Annotated[int, Field(ge=3, le=5000)]] = Field(default_factory=lambda: [30, 90])
     # Optional per-timeframe override of `windows`, e.g. {"1h" = [35]}.
-    timeframe_windows: dict[Timeframe, list[Annotated[int, Field(ge=3, le=5000)]]] = Field(
-        default_factory=dict
-    )
+    timeframe_windows: dict[Timeframe, list[Annotated[int, Field(ge=3, le=5000)]]] = Field(default_factory=dict)
     ewma_lambda: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.94
     default_crypto: str | None = None
     default_benchmark: str | None = None
@@ -181,9 +179,7 @@ class Config(_Strict):
         return w if w is not None and w in ws else ws[0]
 
     def counterparts(self, key: str) -> list[str]:
-        return [b for a, b in self.pair_list if a == key] + [
-            a for a, b in self.pair_list if b == key
-        ]
+        return [b for a, b in self.pair_list if a == key] + [a for a, b in self.pair_list if b == key]
 
     def telegram_token(self) -> str | None:
         """The bot token from $CORRBOT_TELEGRAM_TOKEN or telegram.token_file, else None."""
@@ -256,9 +252,9 @@ def _check_semantics(cfg: Config) -> None:
                 raise ConfigError(f"unknown asset {name!r}{hint}", key)
         if cfg.kind_of(p.a.upper()) != "crypto":
             raise ConfigError(f"{p.a!r} is not a crypto asset or basket", f"pairs[{i}].a")
-        for j, b in enumerate(p.b):
-            if cfg.kind_of(b.upper()) != "equity":
-                raise ConfigError(f"{b!r} is not an equity asset or basket", f"pairs[{i}].b[{j}]")
+        for j, bname in enumerate(p.b):
+            if cfg.kind_of(bname.upper()) != "equity":
+                raise ConfigError(f"{bname!r} is not an equity asset or basket", f"pairs[{i}].b[{j}]")
     if not cfg.pair_list:
         raise ConfigError("nothing to correlate: need at least one crypto and one equity asset", "assets")
     c = cfg.correlation
@@ -266,9 +262,9 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("at least one timeframe is required", "correlation.timeframes")
     if len(set(c.windows)) != len(c.windows):
         raise ConfigError("duplicate window", "correlation.windows")
-    for name, key in ((c.default_crypto, "default_crypto"), (c.default_benchmark, "default_benchmark")):
-        if name is not None and name.upper() not in seen:
-            raise ConfigError(f"unknown asset {name!r}", f"correlation.{key}")
+    for default, key in ((c.default_crypto, "default_crypto"), (c.default_benchmark, "default_benchmark")):
+        if default is not None and default.upper() not in seen:
+            raise ConfigError(f"unknown asset {default!r}", f"correlation.{key}")
     if c.default_window is not None and c.default_window not in c.windows:
         raise ConfigError(f"{c.default_window} is not one of windows {c.windows}", "correlation.default_window")
 

@@ -43,9 +43,9 @@ EQUITY = ["IWM", "PSCT", "IWO", "XSW", "QQQ", "SPY", "XLK"]
 def demo_config(db_path: Path) -> Config:
     data: dict[str, object] = tomllib.loads(DEMO_TOML)
     data["storage"] = {"path": str(db_path)}
-    data["assets"] = [
-        {"name": c, "kind": "crypto", "exchange": "binance", "symbol": f"{c}/USDT"} for c in CRYPTO
-    ] + [{"name": e, "kind": "equity", "ticker": e} for e in EQUITY]
+    data["assets"] = [{"name": c, "kind": "crypto", "exchange": "binance", "symbol": f"{c}/USDT"} for c in CRYPTO] + [
+        {"name": e, "kind": "equity", "ticker": e} for e in EQUITY
+    ]
     return parse_config(data)
 
 

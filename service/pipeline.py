@@ -67,9 +67,7 @@ class UpdateReport:
         return "; ".join(parts) or "nothing to do"
 
 
-def update_correlations(
-    db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None
-) -> UpdateReport:
+def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None) -> UpdateReport:
     """Bring the stored correlations up to date with the stored bars."""
     report = UpdateReport()
     tfs = timeframes or list(cfg.correlation.timeframes)
@@ -146,7 +144,13 @@ def _update_timeframe(
         db,
         tf,
         [
-            (a, b, corr_store.Checkpoint(int(engine.last_ts[p]), int(engine.n[p]), engine.wmax, lam, engine.export_state(p)))
+            (
+                a,
+                b,
+                corr_store.Checkpoint(
+                    int(engine.last_ts[p]), int(engine.n[p]), engine.wmax, lam, engine.export_state(p)
+                ),
+            )
             for p, (a, b) in enumerate(pairs)
         ],
     )

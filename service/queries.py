@@ -60,9 +60,16 @@ class CorrReading:
 
     def as_json(self) -> dict[str, object]:
         return {
-            "a": self.a, "b": self.b, "timeframe": self.timeframe, "window": self.window,
-            "value": self.value, "n": self.n, "asof": self.asof_iso(),
-            "ci95": list(self.ci95) if self.ci95 else None, "beta": self.beta, "ewma": self.ewma,
+            "a": self.a,
+            "b": self.b,
+            "timeframe": self.timeframe,
+            "window": self.window,
+            "value": self.value,
+            "n": self.n,
+            "asof": self.asof_iso(),
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "beta": self.beta,
+            "ewma": self.ewma,
         }
 
 
@@ -73,7 +80,9 @@ def _num(v: object) -> float | None:
 def check_timeframe(cfg: Config, timeframe: str) -> str:
     tf = timeframe.lower()
     if tf not in TIMEFRAMES or tf not in cfg.correlation.timeframes:
-        raise BadWindowError(f"timeframe {timeframe!r} is not configured; use one of {', '.join(cfg.correlation.timeframes)}")
+        raise BadWindowError(
+            f"timeframe {timeframe!r} is not configured; use one of {', '.join(cfg.correlation.timeframes)}"
+        )
     return tf
 
 
@@ -82,7 +91,9 @@ def check_window(cfg: Config, window: int | None, timeframe: str) -> list[int]:
     if window is None:
         return allowed
     if window not in allowed:
-        raise BadWindowError(f"window {window} is not configured for {timeframe}; use one of {', '.join(map(str, allowed))}")
+        raise BadWindowError(
+            f"window {window} is not configured for {timeframe}; use one of {', '.join(map(str, allowed))}"
+        )
     return [window]
 
 
@@ -92,7 +103,9 @@ def _oriented(cfg: Config, a: str, b: str) -> tuple[str, str]:
         return a, b
     if (b, a) in cfg.pair_list:
         return b, a
-    raise BadWindowError(f"{a} and {b} are not a watched pair; {a} is paired with {', '.join(cfg.counterparts(a)) or 'nothing'}")
+    raise BadWindowError(
+        f"{a} and {b} are not a watched pair; {a} is paired with {', '.join(cfg.counterparts(a)) or 'nothing'}"
+    )
 
 
 def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w: int) -> CorrReading:
@@ -110,15 +123,28 @@ def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w:
             change = value - float(prev[1]["value"])  # type: ignore[arg-type]
     lo, hi = _num(v["ci_lo"]), _num(v["ci_hi"])
     return CorrReading(
-        a, b, tf, w, value, int(v["n"] or 0), ts,
+        a,
+        b,
+        tf,
+        w,
+        value,
+        int(v["n"] or 0),
+        ts,
         (lo, hi) if lo is not None and hi is not None else None,
-        _num(v["beta"]), _num(v["ewma"]), change,
+        _num(v["beta"]),
+        _num(v["ewma"]),
+        change,
     )
 
 
 def corr_readings(
-    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
-    *, window: int | None = None, timeframe: str = "1d",
+    db: sqlite_utils.Database,
+    cfg: Config,
+    a: str | None = None,
+    b: str | None = None,
+    *,
+    window: int | None = None,
+    timeframe: str = "1d",
 ) -> list[CorrReading]:
     """The latest correlation of a with b, one reading per configured window (or `window`)."""
     tf = check_timeframe(cfg, timeframe)
@@ -149,8 +175,12 @@ class Ranking:
 
 
 def rank(
-    db: sqlite_utils.Database, cfg: Config, a: str | None = None,
-    *, window: int | None = None, timeframe: str = "1d",
+    db: sqlite_utils.Database,
+    cfg: Config,
+    a: str | None = None,
+    *,
+    window: int | None = None,
+    timeframe: str = "1d",
 ) -> Ranking:
     """Every counterpart of a, by its latest correlation, highest first (no value last)."""
     tf = check_timeframe(cfg, timeframe)
@@ -207,14 +237,24 @@ class ChartFrames:
 
 
 def chart_data(
-    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
-    *, window: int | None = None, timeframe: str = "1d", period_days: int | None = 365,
+    db: sqlite_utils.Database,
+    cfg: Config,
+    a: str | None = None,
+    b: str | None = None,
+    *,
+    window: int | None = None,
+    timeframe: str = "1d",
+    period_days: int | None = 365,
 ) -> ChartFrames:
-    reading = corr_readings(db, cfg, a, b, window=window if window is not None else cfg.default_window(timeframe), timeframe=timeframe)[0]
+    reading = corr_readings(
+        db, cfg, a, b, window=window if window is not None else cfg.default_window(timeframe), timeframe=timeframe
+    )[0]
     ca, cb = _oriented(cfg, reading.a, reading.b)
     sid = corr_store.find_series(db, ca, cb, reading.timeframe, reading.window)
     since = None if period_days is None or reading.asof is None else reading.asof - period_days * DAY
-    series = corr_store.read_series(db, sid, since) if sid is not None else pd.DataFrame(columns=["value", "ci_lo", "ci_hi"])
+    series = (
+        corr_store.read_series(db, sid, since) if sid is not None else pd.DataFrame(columns=["value", "ci_lo", "ci_hi"])
+    )
     corr = series[["value", "ci_lo", "ci_hi"]].astype("float64")
     corr.index = pd.to_datetime(corr.index.astype("int64"), unit="s", utc=True)
     panel = build_panel(db, cfg, reading.timeframe)
@@ -239,8 +279,13 @@ class Divergence:
 
 
 def divergence(
-    db: sqlite_utils.Database, cfg: Config, a: str | None = None, b: str | None = None,
-    *, bars: int = 5, timeframe: str = "1d",
+    db: sqlite_utils.Database,
+    cfg: Config,
+    a: str | None = None,
+    b: str | None = None,
+    *,
+    bars: int = 5,
+    timeframe: str = "1d",
 ) -> Divergence:
     """How far a moved beyond what its beta to b explains, over the last `bars` returns.
 
@@ -276,7 +321,7 @@ class Freshness:
 
 def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[Freshness]:
     counts = bar_counts(db)
-    out = []
+    out: list[Freshness] = []
     for name in names:
         for key in [name] if name in cfg.asset_by_key else [m.upper() for m in cfg.basket_by_key[name].members]:
             tfs = sorted({tf for (a, tf) in counts if a == key}) or ["1d"]

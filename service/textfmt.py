@@ -13,19 +13,28 @@ def fmt(v: float | None, width: int = 6) -> str:
 def watch_list(cfg: Config) -> str:
     lines = [f"storage: {cfg.storage.path}", "assets:"]
     for a in cfg.assets:
-        src = f"{a.exchange} {a.symbol}" + (f" (fallback {', '.join(a.fallback_exchanges)})" if a.fallback_exchanges else "") if a.kind == "crypto" else f"yahoo {a.ticker}"
+        src = (
+            f"{a.exchange} {a.symbol}"
+            + (f" (fallback {', '.join(a.fallback_exchanges)})" if a.fallback_exchanges else "")
+            if a.kind == "crypto"
+            else f"yahoo {a.ticker}"
+        )
         lines.append(f"  {a.key:<14} {a.kind:<7} {src}")
     for b in cfg.baskets:
         total = sum(b.members.values())
         members = ", ".join(f"{m.upper()} {w / total:.0%}" for m, w in b.members.items())
         lines.append(f"  {b.key:<14} basket  {members}")
     c = cfg.correlation
-    lines.append(f"timeframes: {', '.join(c.timeframes)}; windows: " + "; ".join(f"{tf} {cfg.windows_for(tf)}" for tf in c.timeframes) + f"; EWMA λ {c.ewma_lambda}")
+    lines.append(
+        f"timeframes: {', '.join(c.timeframes)}; windows: "
+        + "; ".join(f"{tf} {cfg.windows_for(tf)}" for tf in c.timeframes)
+        + f"; EWMA λ {c.ewma_lambda}"
+    )
     lines.append(f"pairs ({len(cfg.pair_list)}):")
     by_a: dict[str, list[str]] = {}
-    for a, b in cfg.pair_list:
-        by_a.setdefault(a, []).append(b)
-    lines += [f"  {a:<14} × {', '.join(bs)}" for a, bs in by_a.items()]
+    for ca, cb in cfg.pair_list:
+        by_a.setdefault(ca, []).append(cb)
+    lines += [f"  {ca:<14} × {', '.join(bs)}" for ca, bs in by_a.items()]
     lines.append(f"defaults: {cfg.default_crypto} vs {cfg.default_benchmark}, window {cfg.default_window()}")
     return "\n".join(lines)
 

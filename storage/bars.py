@@ -45,9 +45,7 @@ def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def upsert_bars(
-    db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str
-) -> UpsertResult:
+def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str) -> UpsertResult:
     """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction."""
     if bars.empty:
         return UpsertResult(0, 0, 0, None)
@@ -121,9 +119,7 @@ def read_bars(
 
 
 def last_bar_ts(db: sqlite_utils.Database, asset: str, timeframe: str) -> int | None:
-    row = db.execute(
-        "SELECT max(ts) FROM bars WHERE asset = ? AND timeframe = ?", [asset, timeframe]
-    ).fetchone()
+    row = db.execute("SELECT max(ts) FROM bars WHERE asset = ? AND timeframe = ?", [asset, timeframe]).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 

@@ -16,9 +16,7 @@ def series_ids(
 ) -> dict[tuple[str, str, str, int], int]:
     """Ids for (a, b, timeframe, window), creating missing series rows."""
     keys = list(keys)
-    db.conn.executemany(
-        "INSERT OR IGNORE INTO series (a, b, timeframe, window) VALUES (?, ?, ?, ?)", keys
-    )
+    db.conn.executemany("INSERT OR IGNORE INTO series (a, b, timeframe, window) VALUES (?, ?, ?, ?)", keys)
     rows = db.execute("SELECT a, b, timeframe, window, id FROM series").fetchall()
     have = {(a, b, tf, int(w)): int(i) for a, b, tf, w, i in rows}
     return {k: have[k] for k in keys}
@@ -45,7 +43,9 @@ def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int]) -> None:
     db.conn.executemany("DELETE FROM corr WHERE series_id = ?", [(i,) for i in ids])
 
 
-def latest_row(db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None) -> tuple[int, dict[str, float | None]] | None:
+def latest_row(
+    db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None
+) -> tuple[int, dict[str, float | None]] | None:
     sql = "SELECT ts, value, n, ci_lo, ci_hi, beta, ewma FROM corr WHERE series_id = ?"
     params: list[object] = [series_id]
     if at_or_before is not None:
@@ -85,9 +85,7 @@ def load_checkpoints(db: sqlite_utils.Database, timeframe: str) -> dict[tuple[st
     return {(a, b): Checkpoint(int(t), int(n), int(w), float(lam), bytes(s)) for a, b, t, n, w, lam, s in rows}
 
 
-def save_checkpoints(
-    db: sqlite_utils.Database, timeframe: str, items: Sequence[tuple[str, str, Checkpoint]]
-) -> None:
+def save_checkpoints(db: sqlite_utils.Database, timeframe: str, items: Sequence[tuple[str, str, Checkpoint]]) -> None:
     db.conn.executemany(
         "INSERT OR REPLACE INTO pair_state (a, b, timeframe, last_ts, n_returns, wmax, lam, state) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -106,8 +106,7 @@ def open_db(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Databas
         raise StorageError(f"cannot open database {p}: {exc}") from None
     if version > SCHEMA_VERSION:
         raise StorageError(
-            f"database {p} has schema version {version}, newer than this corrbot "
-            f"({SCHEMA_VERSION}): upgrade corrbot"
+            f"database {p} has schema version {version}, newer than this corrbot ({SCHEMA_VERSION}): upgrade corrbot"
         )
     if version < SCHEMA_VERSION and not readonly:
         with transaction(db):

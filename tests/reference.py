@@ -38,11 +38,13 @@ def expected(a: pd.Series, b: pd.Series, window: int, lam: float, same_session=N
     value = x.rolling(window).corr(y)
     half = Z / np.sqrt(window - 3)
     z = np.arctanh(value)
-    return pd.DataFrame({
-        "value": value,
-        "ci_lo": np.tanh(z - half),
-        "ci_hi": np.tanh(z + half),
-        "beta": x.rolling(window).cov(y) / y.rolling(window).var(),
-        "ewma": x.ewm(alpha=1 - lam).corr(y).where(value.notna()),
-        "n": np.minimum(np.arange(1, len(r) + 1), window),
-    })
+    return pd.DataFrame(
+        {
+            "value": value,
+            "ci_lo": np.tanh(z - half),
+            "ci_hi": np.tanh(z + half),
+            "beta": x.rolling(window).cov(y) / y.rolling(window).var(),
+            "ewma": x.ewm(alpha=1 - lam).corr(y).where(value.notna()),
+            "n": np.minimum(np.arange(1, len(r) + 1), window),
+        }
+    )

@@ -12,10 +12,10 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import pytest
+from reference import daily_close, expected
 
 from feeds.csv_import import import_csv
 from monitors.align import crypto_obs, equity_obs, grid, pair_returns
-from reference import daily_close, expected
 from service.config import parse_config
 from service.pipeline import update_correlations
 from service.queries import corr_readings
@@ -31,14 +31,16 @@ def ts(s: str) -> int:
 
 
 def cfg_for(tmp_path: Path, timeframes: list[str], windows: list[int]):  # type: ignore[no-untyped-def]
-    return parse_config({
-        "storage": {"path": str(tmp_path / "a.db")},
-        "assets": [
-            {"name": "BTC", "kind": "crypto", "exchange": "binance", "symbol": "BTC/USDT"},
-            {"name": "IWM", "kind": "equity", "ticker": "IWM"},
-        ],
-        "correlation": {"timeframes": timeframes, "windows": windows},
-    })
+    return parse_config(
+        {
+            "storage": {"path": str(tmp_path / "a.db")},
+            "assets": [
+                {"name": "BTC", "kind": "crypto", "exchange": "binance", "symbol": "BTC/USDT"},
+                {"name": "IWM", "kind": "equity", "ticker": "IWM"},
+            ],
+            "correlation": {"timeframes": timeframes, "windows": windows},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,9 @@ def ref_btc_hourly(shared_data: Path) -> pd.DataFrame:
 def ref_btc_at(shared_data: Path, times: pd.Series) -> pd.Series:
     """BTC close of the last candle ending at or before each time, younger than 1 h."""
     left = pd.DataFrame({"t": pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]")}).sort_values("t")
-    m = pd.merge_asof(left, ref_btc_hourly(shared_data), left_on="t", right_on="end",
-                      tolerance=pd.Timedelta(minutes=59, seconds=59))
+    m = pd.merge_asof(
+        left, ref_btc_hourly(shared_data), left_on="t", right_on="end", tolerance=pd.Timedelta(minutes=59, seconds=59)
+    )
     return pd.Series(m["btc"].to_numpy(), index=pd.DatetimeIndex(m["t"]))
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlite_utils
-
 from reference import basket, daily_close, expected
+
 from service.demo import DATA, build_demo_db, demo_config, demo_files
 from service.pipeline import update_correlations
 from storage.bars import upsert_bars
@@ -69,7 +69,7 @@ def test_every_daily_pair_and_window_matches_pandas(demo) -> None:  # type: igno
 
 
 def test_incremental_updates_equal_full_build(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg_full, db_full = demo
+    _, db_full = demo
     cfg = demo_config(tmp_path / "inc.db")
     db = open_db(cfg.storage.path)
     bars = {name: daily_close(path) for name, path in demo_files().items()}
@@ -96,9 +96,7 @@ def test_incremental_updates_equal_full_build(demo, tmp_path: Path) -> None:  # 
     assert len(inc) == len(full) > 100_000
     for r1, r2 in zip(inc, full, strict=True):
         assert r1[:4] == r2[:4]
-        np.testing.assert_allclose(
-            np.array(r1[4:], dtype=float), np.array(r2[4:], dtype=float), rtol=0, atol=1e-12
-        )
+        np.testing.assert_allclose(np.array(r1[4:], dtype=float), np.array(r2[4:], dtype=float), rtol=0, atol=1e-12)
 
 
 def test_changed_history_triggers_recompute_and_stays_correct(tmp_path: Path) -> None:
