@@ -44,22 +44,13 @@ MISSING_TOKENS = ["", "null", "NULL", "Null", "NaN", "nan", "NA", "N/A", "n/a", 
 PRICE_ROLES = ("open", "high", "low", "close", "adj_close")
 _TIME_NAMES = ("date", "datetime", "timestamp", "time", "open_time", "ts")
 _ROLES = {"open", "high", "low", "close", "adj_close", "volume", "interval"}
-_INTERVALS = {
-    "1d": "1d",
-    "1day": "1d",
-    "d": "1d",
-    "24h": "1d",
-    "1h": "1h",
-    "60m": "1h",
-    "60min": "1h",
-    "1hour": "1h",
-    "30m": "30m",
-    "30min": "30m",
-}
+_INTERVALS = {"1d": "1d", "1day": "1d", "d": "1d", "24h": "1d", "1h": "1h", "60m": "1h",
+              "60min": "1h", "1hour": "1h", "30m": "30m", "30min": "30m"}
 _SNIFF_BYTES = 64 * 1024
 _NEAR_DAY = 23 * 3600  # daily rows are ≥ 23 h apart even across a DST change
 _OFFSET_RE = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
 _NUMBER_OR_DATE = re.compile(r"^\s*(-?\d+(\.\d+)?|\d{4}-\d{2}-\d{2}.*)\s*$")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -92,6 +83,24 @@ class _Layout:
     name: str
     header_lines: int
     cols: dict[str, int]  # role ("time", "close", …) -> column position
+    bom: bool  # decoding as utf-8-sig makes read_csv ~50% slower: only when there is one
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Where the rows came from, to turn a row index into a one-line, located error."""
+
+    shown: str  # the path as the user gave it
+    lines: np.ndarray  # physical 1-based line of each row
+
+    def error(self, i: int | np.integer, message: str) -> ImportFileError:
+        return ImportFileError(self.shown, message, int(self.lines[i]))
+
+
+def _first(mask: np.ndarray) -> int | None:
+    """Index of the first row where ``mask`` holds, else None."""
+    hit = np.flatnonzero(mask)
+    return int(hit[0]) if hit.size else None
 
 
 def import_csv(
@@ -107,21 +116,10 @@ def import_csv(
     key = cfg.resolve(asset)
     if key in cfg.basket_by_key:
         raise UserInputError(f"{key} is a basket: baskets are computed from members, not imported")
-    parsed = parse_csv(path, drop_last=drop_last, timeframe=timeframe)
-    res = upsert_bars(db, key, parsed.timeframe, parsed.bars, f"csv:{Path(path).name}")
-    idx = parsed.bars.index
-    return ImportReport(
-        key,
-        parsed.timeframe,
-        parsed.layout,
-        parsed.rows_read,
-        res.inserted,
-        res.updated,
-        res.unchanged,
-        parsed.skipped,
-        int(idx[0]),
-        int(idx[-1]),
-    )
+    p = parse_csv(path, drop_last=drop_last, timeframe=timeframe)
+    res = upsert_bars(db, key, p.timeframe, p.bars, f"csv:{Path(path).name}")
+    return ImportReport(key, p.timeframe, p.layout, p.rows_read, res.inserted, res.updated,
+                        res.unchanged, p.skipped, int(p.bars.index[0]), int(p.bars.index[-1]))
 
 
 def parse_csv(
@@ -134,8 +132,9 @@ def parse_csv(
     layout = _sniff(Path(path), shown)
     raw = _read(Path(path), shown, layout)
     lines = np.arange(len(raw), dtype=np.int64) + layout.header_lines + 1
-    nonblank = raw.notna().any(axis=1).to_numpy()
-    raw, lines = raw.loc[nonblank].reset_index(drop=True), lines[nonblank]
+    blank = raw.isna().all(axis=1).to_numpy()
+    if blank.any():  # blank lines are not rows, but they still count for line numbers
+        raw, lines = raw.loc[~blank].reset_index(drop=True), lines[~blank]
     if raw.empty:
         raise ImportFileError(shown, "no data rows (header only)")
     rows_read = len(raw)
@@ -143,70 +142,50 @@ def parse_csv(
         raw, lines = raw.iloc[:-1], lines[:-1]
         if raw.empty:
             raise ImportFileError(shown, "no data rows left after dropping the last one")
+    rows = _Rows(shown, lines)
     col = {role: raw[pos] for role, pos in layout.cols.items()}
 
-    utc, tstr = _parse_times(col["time"], lines, shown)
-    prices = {r: _numeric(col[r], r, lines, shown) for r in PRICE_ROLES if r in col}
-    for role, values in prices.items():
-        bad = np.flatnonzero(values <= 0)
-        if bad.size:
-            i = bad[0]
-            raise ImportFileError(
-                shown, f"non-positive {_label(role)} {values[i]!r}", int(lines[i])
-            )
-    volume = _numeric(col["volume"], "volume", lines, shown) if "volume" in col else None
-    if volume is not None and (neg := np.flatnonzero(volume < 0)).size:
-        raise ImportFileError(shown, f"negative volume {volume[neg[0]]!r}", int(lines[neg[0]]))
+    utc, text = _parse_times(col["time"], rows)
+    prices = {r: _numeric(col[r], _label(r), rows) for r in PRICE_ROLES if r in col}
+    for role, v in prices.items():
+        if (i := _first(v <= 0)) is not None:
+            raise rows.error(i, f"non-positive {_label(role)} {v[i]!r}")
+    volume = _numeric(col["volume"], "volume", rows) if "volume" in col else None
+    if volume is not None and (i := _first(volume < 0)) is not None:
+        raise rows.error(i, f"negative volume {volume[i]!r}")
 
-    _check_increasing(utc, lines, shown)
-    tf = timeframe or (_interval(col["interval"], lines, shown) if "interval" in col else None)
+    _check_increasing(utc, rows)
+    tf = timeframe or (_interval(col["interval"], rows) if "interval" in col else None)
     wall: np.ndarray | None = None
     if tf is None:
-        tf, wall = _infer_timeframe(utc, tstr, lines, shown)
+        tf, wall = _infer_timeframe(utc, text, rows)
     if tf == "1d":
-        wall = _wall_clock(utc, tstr) if wall is None else wall
-        ts = wall - wall % 86400
-        _check_increasing(ts, lines, shown)
+        wall = _wall_clock(utc, text) if wall is None else wall
+        ts = wall - wall % 86400  # the row's own calendar date, at 00:00 UTC
+        _check_increasing(ts, rows)
     else:
-        ts = utc
-        step = np.diff(ts)
-        if (short := np.flatnonzero(step < TIMEFRAME_SECONDS[tf])).size:
-            i = short[0]
-            raise ImportFileError(
-                shown,
-                f"bars on lines {lines[i]} and {lines[i + 1]} are {step[i]} s apart, "
-                f"less than one {tf} bar",
-                int(lines[i + 1]),
-            )
+        ts, step = utc, np.diff(utc)
+        if (i := _first(step < TIMEFRAME_SECONDS[tf])) is not None:
+            raise rows.error(i + 1, f"bars on lines {lines[i]} and {lines[i + 1]} are "
+                             f"{step[i]} s apart, less than one {tf} bar")
 
     missing = np.column_stack([np.isnan(v) for v in prices.values()])
     skip = missing.any(axis=1)
-    names = list(prices)
-    skipped = [
-        (
-            int(lines[i]),
-            "missing " + ", ".join(_label(names[j]) for j in np.flatnonzero(missing[i])),
-        )
-        for i in np.flatnonzero(skip)
-    ]
+    names = [_label(r) for r in prices]
+    skipped = [(int(lines[i]), "missing " + ", ".join(np.compress(missing[i], names)))
+               for i in np.flatnonzero(skip)]  # a loop over skipped rows only: few
+    if skip.all():
+        raise ImportFileError(shown, f"no usable rows: all {skip.size} data rows miss prices")
     keep = ~skip
-    if not keep.any():
-        raise ImportFileError(
-            shown, f"no usable rows: all {skip.size} data rows have missing prices"
-        )
-    close = prices.get("close")
-    adj = prices.get("adj_close")
-    out: dict[str, np.ndarray] = {}
-    factor = adj / close if adj is not None and close is not None else None
-    for role in ("open", "high", "low"):
-        if role in prices:
-            out[role] = prices[role] * factor if factor is not None else prices[role]
+    adj, close = prices.get("adj_close"), prices.get("close")
+    factor = adj / close if adj is not None and close is not None else 1.0
+    out: dict[str, np.ndarray] = {r: prices[r] * factor for r in ("open", "high", "low")
+                                  if r in prices}
     out["close"] = adj if adj is not None else prices["close"]
     if volume is not None:
         out["volume"] = volume
-    bars = pd.DataFrame(
-        {k: v[keep] for k, v in out.items()}, index=pd.Index(ts[keep], name="ts", dtype="int64")
-    )
+    index = pd.Index(ts[keep], name="ts", dtype="int64")
+    bars = pd.DataFrame({k: v[keep] for k, v in out.items()}, index=index)
     return ParsedCsv(bars, tf, layout.name, rows_read, skipped)
 
 
@@ -214,12 +193,9 @@ def _label(role: str) -> str:
     return "adj close" if role == "adj_close" else role
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_]+", "_", name.strip().strip('"').strip().lower())
-
-
 def _fields(line: str) -> list[str]:
-    return [_norm(f) for f in line.rstrip("\r").split(",")]
+    """Normalised names: ``" Adj Close"`` -> ``adj_close``."""
+    return [re.sub(r"[\s_]+", "_", f.strip().strip('"').strip().lower()) for f in line.split(",")]
 
 
 def _sniff(path: Path, shown: str) -> _Layout:
@@ -235,140 +211,101 @@ def _sniff(path: Path, shown: str) -> _Layout:
         raise ImportFileError(shown, f"cannot read file ({exc.strerror})") from None
     if b"\x00" in head:
         raise ImportFileError(shown, "binary file, not a CSV (contains NUL bytes)")
-    try:
-        # Incremental, so a multi-byte character cut at the sniff boundary is not an error.
+    try:  # incremental, so a character cut at the sniff boundary is not an error
         text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
     except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            shown, f"not UTF-8 text (undecodable byte at offset {exc.start})"
-        ) from None
+        raise ImportFileError(shown, f"not UTF-8 text (bad byte at offset {exc.start})") from None
     if not text.strip():
         raise ImportFileError(shown, "file is empty")
-    lines = text.split("\n")
-    first = _fields(lines[0])
-    if first[0] == "price":
-        if (
-            len(lines) < 4
-            or _fields(lines[1])[0] != "ticker"
-            or _fields(lines[2])[0] not in _TIME_NAMES
-            or any(_fields(lines[2])[1:])
-        ):
-            raise ImportFileError(
-                shown,
-                "incomplete yfinance multi-line header (expected Price / Ticker / Date lines)",
-                1,
-            )
+    bom = head.startswith(codecs.BOM_UTF8)
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    top = _fields(lines[0])
+    if top[0] == "price":
+        third = _fields(lines[2]) if len(lines) > 3 else [""]
+        if len(lines) < 4 or _fields(lines[1])[0] != "ticker" or third[0] not in _TIME_NAMES \
+                or any(third[1:]):
+            raise ImportFileError(shown, "incomplete yfinance multi-line header "
+                                  "(expected Price, Ticker and Date lines)", 1)
         tickers = sorted({f.upper() for f in _fields(lines[1])[1:] if f})
         if len(tickers) > 1:
-            raise ImportFileError(
-                shown, f"holds several tickers ({', '.join(tickers)}): save one ticker per file", 2
-            )
-        return _named(shown, "yfinance-multi", 3, [_fields(lines[2])[0], *first[1:]], lines[0])
-    if _NUMBER_OR_DATE.match(lines[0].split(",")[0].lstrip("\ufeff")):
-        if len(first) < 5:
-            raise ImportFileError(
-                shown,
-                f"headerless file with {len(first)} columns: need "
-                "timestamp, open, high, low, close[, volume]",
-                1,
-            )
-        roles = ["time", "open", "high", "low", "close", "volume"][: len(first)]
-        return _Layout("ccxt", 0, {r: i for i, r in enumerate(roles)})
-    layout = "binance" if "interval" in first or "symbol" in first else None
-    return _named(shown, layout, 1, first, lines[0])
+            raise ImportFileError(shown, f"holds several tickers ({', '.join(tickers)}): "
+                                  "save one ticker per file", 2)
+        return _named(shown, "yfinance-multi", 3, [third[0], *top[1:]], lines[0], bom)
+    if _NUMBER_OR_DATE.match(lines[0].split(",")[0]):
+        if len(top) < 5:
+            raise ImportFileError(shown, f"headerless file with {len(top)} columns: need "
+                                  "timestamp, open, high, low, close[, volume]", 1)
+        roles = ["time", "open", "high", "low", "close", "volume"][: len(top)]
+        return _Layout("ccxt", 0, {r: i for i, r in enumerate(roles)}, bom)
+    name = "binance" if "interval" in top or "symbol" in top else None
+    return _named(shown, name, 1, top, lines[0], bom)
 
 
-def _named(shown: str, name: str | None, header_lines: int, names: list[str], raw: str) -> _Layout:
+def _named(shown: str, name: str | None, header_lines: int, names: list[str], raw: str,
+           bom: bool) -> _Layout:
     cols: dict[str, int] = {}
     for pos, n in enumerate(names):
-        role = (
-            "time"
-            if n in _TIME_NAMES and "time" not in cols
-            else n.replace("adjclose", "adj_close")
-        )
-        if role in _ROLES or role == "time":
+        if n in _TIME_NAMES:  # the first one wins (Binance dumps also have close_time)
+            cols.setdefault("time", pos)
+            continue
+        role = n.replace("adjc", "adj_c")
+        if role in _ROLES:
             if role in cols:
-                raise ImportFileError(
-                    shown, f"column {n!r} appears twice in the header", header_lines
-                )
+                raise ImportFileError(shown, f"column {n!r} appears twice", header_lines)
             cols[role] = pos
-    if "time" not in cols or not ({"close", "adj_close"} & cols.keys()):
-        head = raw.strip()[:80]
-        raise ImportFileError(
-            shown,
-            f"unrecognised header {head!r}: need a Date/Datetime/timestamp "
-            "column and a Close column",
-            1,
-        )
-    if name is None:
-        if names[cols["time"]] in ("date", "datetime"):
-            name = "yahoo" if "adj_close" in cols else "yfinance"
-        else:
-            name = "ohlcv"
-    return _Layout(name, header_lines, cols)
+    if "time" not in cols or not {"close", "adj_close"} & cols.keys():
+        raise ImportFileError(shown, f"unrecognised header {raw.strip()[:80]!r}: need a "
+                              "Date/Datetime/timestamp column and a Close column", 1)
+    if name is None and names[cols["time"]] in ("date", "datetime"):
+        name = "yahoo" if "adj_close" in cols else "yfinance"
+    return _Layout(name or "ohlcv", header_lines, cols, bom)
 
 
 def _read(path: Path, shown: str, layout: _Layout) -> pd.DataFrame:
     try:
         return pd.read_csv(
-            path,
-            header=None,
-            skiprows=layout.header_lines,
-            usecols=sorted(layout.cols.values()),
-            skip_blank_lines=False,
-            keep_default_na=False,
-            na_values=MISSING_TOKENS,
-            encoding="utf-8-sig",
-            low_memory=False,
+            path, header=None, skiprows=layout.header_lines, usecols=sorted(layout.cols.values()),
+            skip_blank_lines=False, keep_default_na=False, na_values=MISSING_TOKENS,
+            encoding="utf-8-sig" if layout.bom else "utf-8",
         )
     except pd.errors.EmptyDataError:
         raise ImportFileError(shown, "no data rows (header only)") from None
     except UnicodeDecodeError as exc:
         raise ImportFileError(shown, f"not UTF-8 text ({exc.reason})") from None
     except (pd.errors.ParserError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise ImportFileError(shown, f"cannot parse as CSV: {msg}") from None
 
 
-def _numeric(col: pd.Series, role: str, lines: np.ndarray, shown: str) -> np.ndarray:
+def _numeric(col: pd.Series, label: str, rows: _Rows) -> np.ndarray:
     """Float values; missing tokens become NaN, anything else non-numeric is an error."""
     if pd.api.types.is_numeric_dtype(col.dtype):
         values = col.to_numpy(dtype="float64")
         bad = np.isinf(values)
-    else:
+    else:  # some cell did not parse as a number: find it
         values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
         bad = (col.notna().to_numpy() & np.isnan(values)) | np.isinf(values)
-    if (where := np.flatnonzero(bad)).size:
-        i = where[0]
-        raise ImportFileError(
-            shown, f"non-numeric {_label(role)} {str(col.iloc[i])!r}", int(lines[i])
-        )
+    if (i := _first(bad)) is not None:
+        raise rows.error(i, f"non-numeric {label} {str(col.iloc[i])!r}")
     return values
 
 
-def _parse_times(
-    col: pd.Series, lines: np.ndarray, shown: str
-) -> tuple[np.ndarray, pd.Series | None]:
+def _parse_times(col: pd.Series, rows: _Rows) -> tuple[np.ndarray, pd.Series | None]:
     """UTC epoch seconds per row, plus the strings (None for numeric epochs) for wall clocks."""
-    if (gone := np.flatnonzero(col.isna().to_numpy())).size:
-        raise ImportFileError(shown, "missing timestamp", int(lines[gone[0]]))
-    first = str(col.iloc[0]).strip()
-    if pd.api.types.is_numeric_dtype(col.dtype) or re.fullmatch(r"-?\d+(\.\d+)?", first):
+    if (i := _first(col.isna().to_numpy())) is not None:
+        raise rows.error(i, "missing timestamp")
+    if pd.api.types.is_numeric_dtype(col.dtype) or _NUMBER.fullmatch(str(col.iloc[0]).strip()):
         num = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
-        if (bad := np.flatnonzero(np.isnan(num))).size:
-            i = bad[0]
-            raise ImportFileError(
-                shown, f"unparseable timestamp {str(col.iloc[i])!r}", int(lines[i])
-            )
-        # The unit follows from the magnitude: seconds until 5138 AD, then ms, µs, ns.
+        if (i := _first(np.isnan(num))) is not None:
+            raise rows.error(i, f"unparseable timestamp {str(col.iloc[i])!r}")
+        # The unit follows from the magnitude: seconds until the year 5138, then ms, µs, ns.
         big = float(np.abs(num).max())
         div = 1e9 if big >= 1e17 else 1e6 if big >= 1e14 else 1e3 if big >= 1e11 else 1.0
         return np.floor(num / div).astype("int64"), None
     text = col.astype(str)
     dt = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    if (bad := np.flatnonzero(dt.isna().to_numpy())).size:
-        i = bad[0]
-        raise ImportFileError(shown, f"unparseable timestamp {text.iloc[i]!r}", int(lines[i]))
+    if (i := _first(dt.isna().to_numpy())) is not None:
+        raise rows.error(i, f"unparseable timestamp {text.iloc[i]!r}")
     return _seconds(dt), text
 
 
@@ -378,55 +315,44 @@ def _seconds(dt: pd.Series) -> np.ndarray:
 
 
 def _wall_clock(utc: np.ndarray, text: pd.Series | None) -> np.ndarray:
-    """Epoch seconds of each row's local wall-clock time (its own offset dropped)."""
+    """Epoch seconds of each row's local wall-clock time (its own UTC offset dropped)."""
     if text is None:
         return utc
-    naive = text.str.replace(_OFFSET_RE, r"\1", regex=True)
-    return _seconds(pd.to_datetime(naive, format="ISO8601"))
+    return _seconds(pd.to_datetime(text.str.replace(_OFFSET_RE, r"\1", regex=True),
+                                   format="ISO8601"))
 
 
-def _infer_timeframe(
-    utc: np.ndarray, text: pd.Series | None, lines: np.ndarray, shown: str
-) -> tuple[str, np.ndarray | None]:
+def _infer_timeframe(utc: np.ndarray, text: pd.Series | None,
+                     rows: _Rows) -> tuple[str, np.ndarray | None]:
     step = np.diff(utc)
     wall = None
-    # Only files whose rows are a day apart can be daily: skip the wall-clock work otherwise.
+    # Only rows a day apart can be daily: spare intraday files the wall-clock work.
     if step.size == 0 or step.min() >= _NEAR_DAY:
         wall = _wall_clock(utc, text)
         if not (wall % 86400).any():
             return "1d", wall
     if step.size == 0:
-        raise ImportFileError(
-            shown, "one intraday row: cannot tell its timeframe, pass one", int(lines[0])
-        )
+        raise rows.error(0, "a single intraday row: cannot tell the timeframe, pass it")
     values, counts = np.unique(step, return_counts=True)
     mode = int(values[counts.argmax()])
     by_step = {s: tf for tf, s in TIMEFRAME_SECONDS.items() if tf != "1d"}
     if mode in by_step:
         return by_step[mode], wall
     i = int(np.flatnonzero(step == mode)[0])
-    raise ImportFileError(
-        shown,
-        f"cannot tell the timeframe: rows are mostly {mode} s apart (lines {lines[i]} and "
-        f"{lines[i + 1]}); supported: daily rows at midnight, 1h, 30m",
-        int(lines[i + 1]),
-    )
+    raise rows.error(i + 1, f"cannot tell the timeframe: rows are mostly {mode} s apart (lines "
+                     f"{rows.lines[i]} and {rows.lines[i + 1]}); "
+                     "supported: daily rows at midnight, 1h, 30m")
 
 
-def _interval(col: pd.Series, lines: np.ndarray, shown: str) -> str:
-    text = col.astype(str).str.strip().str.lower()
-    if (gone := np.flatnonzero(col.isna().to_numpy())).size:
-        raise ImportFileError(shown, "missing interval", int(lines[gone[0]]))
-    if (other := np.flatnonzero((text != text.iloc[0]).to_numpy())).size:
-        i = other[0]
-        raise ImportFileError(
-            shown, f"interval changes from {text.iloc[0]!r} to {text.iloc[i]!r}", int(lines[i])
-        )
-    tf = _INTERVALS.get(text.iloc[0])
+def _interval(col: pd.Series, rows: _Rows) -> str:
+    if (i := _first(col.isna().to_numpy())) is not None:
+        raise rows.error(i, "missing interval")
+    values = col.to_numpy()
+    if (i := _first(values != values[0])) is not None:  # no per-row string ops: 1M rows
+        raise rows.error(i, f"interval changes from {values[0]!r} to {values[i]!r}")
+    tf = _INTERVALS.get(str(values[0]).strip().lower())
     if tf is None:
-        raise ImportFileError(
-            shown, f"unsupported interval {col.iloc[0]!r} (supported: 1d, 1h, 30m)", int(lines[0])
-        )
+        raise rows.error(0, f"unsupported interval {values[0]!r} (supported: 1d, 1h, 30m)")
     return tf
 
 
@@ -435,19 +361,12 @@ def _when(ts: int) -> str:
     return t.strftime("%Y-%m-%d" if ts % 86400 == 0 else "%Y-%m-%d %H:%M:%S UTC")
 
 
-def _check_increasing(ts: np.ndarray, lines: np.ndarray, shown: str) -> None:
+def _check_increasing(ts: np.ndarray, rows: _Rows) -> None:
     step = np.diff(ts)
-    if not (bad := np.flatnonzero(step <= 0)).size:
+    if (i := _first(step <= 0)) is None:
         return
-    i = bad[0]
-    a, b = int(lines[i]), int(lines[i + 1])
+    a, b = rows.lines[i], rows.lines[i + 1]
     if step[i] == 0:
-        raise ImportFileError(
-            shown, f"duplicate timestamp {_when(ts[i])} on lines {a} and {b}", b
-        )
-    raise ImportFileError(
-        shown,
-        f"rows out of order: {_when(ts[i + 1])} comes after "
-        f"{_when(ts[i])} (line {a})",
-        b,
-    )
+        raise rows.error(i + 1, f"duplicate timestamp {_when(ts[i])} on lines {a} and {b}")
+    raise rows.error(i + 1, f"rows out of order: {_when(ts[i + 1])} comes after "
+                     f"{_when(ts[i])} (line {a})")

@@ -244,7 +244,7 @@ def intraday(step_s: int, n: int = 6) -> str:
 
 
 BROKEN["15 min spacing"] = (intraday(900), 3, "900 s apart")
-BROKEN["lone intraday row"] = (intraday(3600, 1), 2, "one intraday row")
+BROKEN["lone intraday row"] = (intraday(3600, 1), 2, "single intraday row")
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
