@@ -1,0 +1,154 @@
+"""Building the python-telegram-bot Application: handlers, rate limiter, menu, error handler.
+
+`build_application(cfg, token)` is the only entry point; `service.runner` starts it with
+long polling. ``cfg.telegram.base_url`` points it at api.telegram.org, a self-hosted Bot
+API server, or the tests' loopback server.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot import redact
+from bot.access import Access
+from bot.args import SPECS
+from bot.format import first_line
+from bot.handlers import Handlers, PollFn, QueryRunner
+from bot.notify import send_html
+from service.config import Config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.telegram.org/bot"
+RATE_LIMIT_RETRIES = 3  # 429s retried after Telegram's retry_after, then raised
+ADMIN_NOTICE_INTERVAL = 60.0  # at most one error notice per kind per minute
+
+
+class ErrorReporter:
+    """The Application's one error handler: log it, answer the user, tell the admins."""
+
+    def __init__(self, admins: list[int]) -> None:
+        self.admins = admins
+        self.count = 0
+        self._last_notice: dict[str, float] = {}
+
+    async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        err = context.error
+        self.count += 1
+        log.error("error while handling an update: %r", err, exc_info=err)
+        kind = type(err).__name__
+        if isinstance(update, Update) and update.effective_chat is not None:
+            try:
+                await send_html(context.bot, update.effective_chat.id,
+                                "Sorry — that failed on our side; the admins have been told.",
+                                attempts=2)
+            except Exception:  # the chat may be why we failed; the log has it
+                log.warning("could not tell chat %s about the error", update.effective_chat.id)
+        now = time.monotonic()
+        if now - self._last_notice.get(kind, -1e9) < ADMIN_NOTICE_INTERVAL:
+            return
+        self._last_notice[kind] = now
+        detail = html.escape(redact.redact(first_line(err)))
+        text = f"⚠ corrbot error: {html.escape(kind)}: {detail}"
+        for admin in self.admins:
+            try:
+                await send_html(context.bot, admin, text, attempts=2)
+            except Exception:
+                log.warning("could not notify admin %s", admin)
+
+
+def bot_commands() -> list[BotCommand]:
+    return [BotCommand(s.command, s.summary[:256]) for s in SPECS.values()]
+
+
+def build_application(
+    cfg: Config,
+    token: str,
+    *,
+    poll: PollFn | None = None,
+    concurrent_updates: int = 64,
+) -> Application:  # type: ignore[type-arg]
+    """The Application for ``cfg`` (not started). ``poll`` backs the admin-only /poll."""
+    redact.install(token)
+    tg = cfg.telegram
+    db = QueryRunner(cfg.storage.path)
+    handlers = Handlers(cfg, db, Access(tg), poll=poll)
+    reporter = ErrorReporter(list(tg.admin_user_ids))
+
+    async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
+        db.close()
+
+    builder = (
+        Application.builder()
+        .token(token)
+        .base_url(tg.base_url)
+        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .concurrent_updates(concurrent_updates)
+        .post_shutdown(post_shutdown)
+    )
+    file_url = tg.base_file_url
+    if file_url is None and tg.base_url != DEFAULT_BASE_URL and tg.base_url.endswith("/bot"):
+        file_url = tg.base_url[: -len("bot")] + "file/bot"  # a self-hosted server's layout
+    if file_url:
+        builder = builder.base_file_url(file_url)
+    if tg.proxy:
+        builder = builder.proxy(tg.proxy).get_updates_proxy(tg.proxy)
+    app = builder.build()
+
+    new_commands = filters.COMMAND & filters.UpdateType.MESSAGE
+    app.add_handler(MessageHandler(new_commands, handlers.gate), group=-1)
+    callbacks = {
+        "corr": handlers.corr, "rank": handlers.rank, "history": handlers.history,
+        "chart": handlers.chart, "diverge": handlers.diverge, "status": handlers.status,
+        "poll": handlers.poll_now, "help": handlers.help, "start": handlers.start,
+    }
+    assert set(callbacks) == set(SPECS), "every command in SPECS needs a handler"
+    for name, cb in callbacks.items():
+        app.add_handler(CommandHandler(name, cb, filters=filters.UpdateType.MESSAGE))
+    app.add_handler(MessageHandler(new_commands, handlers.unknown))
+    app.add_error_handler(reporter)
+    app.bot_data["handlers"] = handlers
+    app.bot_data["errors"] = reporter
+    return app
+
+
+async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: ignore[type-arg]
+    """Initialise, register the command menu, start handlers and long polling."""
+    await app.initialize()
+    await app.bot.set_my_commands(bot_commands())
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(
+        timeout=poll_timeout, allowed_updates=["message"], error_callback=_polling_error
+    )
+    log.info("bot @%s is polling %s", app.bot.username, _host(app.bot.base_url))
+
+
+async def stop(app: Application) -> None:  # type: ignore[type-arg]
+    """Stop polling, let running handlers finish, shut down (closes the DB connections)."""
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    await app.shutdown()
+
+
+def _polling_error(exc: Exception) -> None:
+    # getUpdates failures are routine (network blips); the Updater retries with backoff.
+    log.warning("getUpdates failed: %s", redact.redact(str(exc)))
+
+
+def _host(url: str) -> str:
+    return url.split("/bot", 1)[0]  # never log the part after /bot: it is the token

@@ -1,0 +1,235 @@
+"""Command handlers: parse the arguments, ask `service.queries`, format, send. Nothing more.
+
+Queries are blocking SQLite calls, so they run in worker threads (`asyncio.to_thread`),
+each thread on its own connection (`QueryRunner`): WAL lets readers run side by side.
+Every user error becomes a one-line reply; anything unexpected goes to the Application's
+error handler (bot/app.py), which answers the user and tells the admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.error import ChatMigrated, Forbidden, TelegramError
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from bot import replies
+from bot.access import ADMIN_ONLY, REFUSAL, Access
+from bot.args import Args, UsageError, parse_args
+from bot.format import esc
+from bot.notify import send_html, send_png
+from service import queries as q
+from service.config import Config
+from service.errors import CorrbotError, UserInputError
+from storage.db import open_db
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Ctx = ContextTypes.DEFAULT_TYPE
+PollFn = Callable[[], Awaitable[str]]
+
+
+class QueryRunner:
+    """Runs ``fn(db, *args)`` in a worker thread with that thread's own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite_utils.Database] = []
+
+    def _db(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            db = open_db(self.path)
+            self._local.db = db
+            with self._lock:
+                self._conns.append(db)
+        return db
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(lambda: fn(self._db(), *args, **kwargs))
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._conns:
+                db.conn.close()
+            self._conns.clear()
+
+
+def _two(a: Args) -> tuple[str | None, str | None]:
+    names: list[str | None] = [*a.assets, None, None]
+    return names[0], names[1]
+
+
+def _addressed_elsewhere(update: Update, bot_username: str) -> bool:
+    """``/corr@otherbot`` in a group is not for us: stay silent."""
+    text = update.effective_message.text if update.effective_message else None
+    head = (text or "").split(maxsplit=1)[0] if text else ""
+    return "@" in head and head.split("@", 1)[1].lower() != bot_username.lower()
+
+
+class Handlers:
+    def __init__(
+        self, cfg: Config, db: QueryRunner, access: Access, *, poll: PollFn | None = None
+    ) -> None:
+        self.cfg, self.db, self.access, self.poll = cfg, db, access, poll
+        self.started = time.monotonic()
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def reply(self, update: Update, context: Ctx, text: str) -> None:
+        chat = update.effective_chat
+        if chat is None:
+            return
+        msg = update.effective_message
+        thread = msg.message_thread_id if msg is not None and msg.is_topic_message else None
+        try:
+            await send_html(context.bot, chat.id, text, thread_id=thread)
+        except ChatMigrated as exc:
+            await send_html(context.bot, exc.new_chat_id, text)
+        except Forbidden as exc:
+            log.warning("cannot answer in chat %s: %s", chat.id, exc.message)
+
+    async def gate(self, update: Update, context: Ctx) -> None:
+        """Group -1: refuse strangers once per command, before any handler sees the update."""
+        if _addressed_elsewhere(update, context.bot.username):
+            raise ApplicationHandlerStop
+        if not self.access.allowed(update):
+            self.access.log_refusal(update, "not allowed")
+            await self.reply(update, context, REFUSAL)
+            raise ApplicationHandlerStop
+
+    async def _answer(
+        self, update: Update, context: Ctx, command: str, work: Callable[[Args], Awaitable[str]]
+    ) -> None:
+        try:
+            args = parse_args(self.cfg, command, context.args or [])
+            text = await work(args)
+        except UsageError as exc:
+            text = esc(exc, 300)
+        except (UserInputError, CorrbotError) as exc:
+            text = esc(exc, 300)
+        await self.reply(update, context, text)
+
+    # ---- commands ------------------------------------------------------------------------
+
+    async def corr(self, update: Update, context: Ctx) -> None:
+        async def work(a: Args) -> str:
+            first, second = _two(a)
+            readings = await self.db.call(
+                q.corr_readings, self.cfg, first, second, window=a.window, timeframe=a.timeframe
+            )
+            names = [readings[0].a, readings[0].b] if readings else []
+            fresh = await self.db.call(q.freshness, self.cfg, names) if names else []
+            return replies.corr_reply(readings, fresh)
+
+        await self._answer(update, context, "corr", work)
+
+    async def rank(self, update: Update, context: Ctx) -> None:
+        async def work(a: Args) -> str:
+            first = a.assets[0] if a.assets else None
+            r = await self.db.call(q.rank, self.cfg, first, window=a.window, timeframe=a.timeframe)
+            return replies.rank_reply(r)
+
+        await self._answer(update, context, "rank", work)
+
+    async def history(self, update: Update, context: Ctx) -> None:
+        async def work(a: Args) -> str:
+            first = a.assets[0] if a.assets else None
+            return replies.history_reply(await self.db.call(q.history, self.cfg, first))
+
+        await self._answer(update, context, "history", work)
+
+    async def diverge(self, update: Update, context: Ctx) -> None:
+        async def work(a: Args) -> str:
+            first, second = _two(a)
+            d = await self.db.call(q.divergence, self.cfg, first, second, timeframe=a.timeframe)
+            return replies.diverge_reply(d)
+
+        await self._answer(update, context, "diverge", work)
+
+    async def chart(self, update: Update, context: Ctx) -> None:
+        from bot.charts import ChartData, render_chart
+
+        chat = update.effective_chat
+        assert chat is not None
+        try:
+            a = parse_args(self.cfg, "chart", context.args or [])
+            first, second = _two(a)
+            frames = await self.db.call(
+                q.chart_data, self.cfg, first, second, window=a.window,
+                timeframe=a.timeframe, period_days=a.period_days,
+            )
+        except (UserInputError, CorrbotError) as exc:
+            await self.reply(update, context, esc(exc, 300))
+            return
+        if frames.corr.empty or frames.prices.empty:
+            text = f"No data to chart for {esc(frames.a)}/{esc(frames.b)}."
+            await self.reply(update, context, text)
+            return
+        with contextlib.suppress(TelegramError):  # only a courtesy
+            await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_PHOTO)
+        levels = tuple(self.cfg.telegram.alert_levels)
+        data = ChartData(frames.a, frames.b, frames.timeframe, frames.window, frames.corr,
+                         frames.prices, levels, frames.asof or "")
+        png = await asyncio.to_thread(render_chart, data)
+        values = frames.corr["value"].dropna() if "value" in frames.corr else None
+        last = float(values.iloc[-1]) if values is not None and len(values) else None
+        cap = replies.chart_caption(frames.a, frames.b, frames.timeframe, frames.window,
+                                    a.period_label, last, frames.asof, levels)
+        msg = update.effective_message
+        thread = msg.message_thread_id if msg is not None and msg.is_topic_message else None
+        try:
+            await send_png(context.bot, chat.id, png, cap, thread_id=thread)
+        except Forbidden as exc:
+            log.warning("cannot answer in chat %s: %s", chat.id, exc.message)
+
+    async def status(self, update: Update, context: Ctx) -> None:
+        admin = self.access.is_admin(update)
+
+        async def work(_: Args) -> str:
+            report = await self.db.call(q.status, self.cfg)
+            jobs: list[tuple[str, float | None]] = []
+            if context.job_queue is not None:
+                for job in context.job_queue.jobs():
+                    nt = job.next_t
+                    jobs.append((job.name or "job", nt.timestamp() if nt else None))
+            return replies.status_reply(
+                report, admin=admin, uptime_s=time.monotonic() - self.started, jobs=jobs
+            )
+
+        await self._answer(update, context, "status", work)
+
+    async def poll_now(self, update: Update, context: Ctx) -> None:
+        if not self.access.is_admin(update):
+            self.access.log_refusal(update, "admin only")
+            await self.reply(update, context, ADMIN_ONLY)
+            return
+
+        async def work(_: Args) -> str:
+            if self.poll is None:
+                return "Polling is not scheduled in this process."
+            return esc(await self.poll(), 1000)
+
+        await self._answer(update, context, "poll", work)
+
+    async def help(self, update: Update, context: Ctx) -> None:
+        await self.reply(update, context, replies.help_reply(self.cfg))
+
+    async def start(self, update: Update, context: Ctx) -> None:
+        # /start may carry a deep-link payload; it is ignored, never echoed.
+        await self.reply(update, context, replies.help_reply(self.cfg, intro=True))
+
+    async def unknown(self, update: Update, context: Ctx) -> None:
+        await self.reply(update, context, "Unknown command — see /help")

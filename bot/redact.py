@@ -1,0 +1,81 @@
+"""Keep the bot token out of every log record.
+
+The token is part of every Bot API URL (``/bot<token>/sendMessage``) and httpx logs request
+URLs at INFO, so the token would otherwise land in journald. Two layers:
+
+- the "httpx"/"httpcore" loggers are set to WARNING (no per-request lines at all);
+- `RedactFilter` rewrites any record's message, arguments and traceback text, replacing
+  the known token(s) and anything shaped like one (``bot<digits>:<30+ chars>``).
+
+A logging.Filter attached to a logger only sees records created on that logger, not ones
+propagating from children, and handlers added later (pytest's caplog, a journald handler)
+would not carry it. So `install` also wraps the log-record factory: every record, from any
+logger, passes through the filter as it is created, before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import traceback
+from typing import Any
+
+_SHAPE = re.compile(r"(bot)?\d{5,}:[A-Za-z0-9_-]{30,}")
+REDACTED = "<redacted>"
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_installed = False
+
+
+def redact(text: str) -> str:
+    for s in _secrets:
+        text = text.replace(s, REDACTED)
+    return _SHAPE.sub(REDACTED, text)
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites the record in place so every handler and formatter sees the redacted text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format string: keep the raw parts, redacted
+            msg = f"{record.msg} {record.args}"
+        record.msg = redact(msg)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            )
+            # Formatters print exc_text when set; the exception object itself stays for
+            # code that inspects it, and its str() is redacted by the line above.
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactFilter()
+
+
+def install(*secrets: str) -> None:
+    """Redact ``secrets`` (and token-shaped strings) from all log records from now on."""
+    global _installed
+    with _lock:
+        _secrets.update(s for s in secrets if s)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        if _installed:
+            return
+        _installed = True
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _FILTER.filter(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
