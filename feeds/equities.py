@@ -119,15 +119,9 @@ def _classify(ticker: str, statuses: list[int | None]) -> FeedError:
 def _to_epoch(idx: pd.Index, daily: bool) -> pd.Index:
     dt = pd.DatetimeIndex(idx)
     if daily:  # yfinance gives the exchange-local session date; we store 00:00 UTC of it
-        dt = pd.DatetimeIndex(dt.tz_localize(None) if dt.tz is not None else dt).normalize()
-        dt = dt.tz_localize("UTC")
-    elif dt.tz is None:
-        dt = dt.tz_localize("UTC")
-    secs: np.ndarray[Any, np.dtype[np.int64]] = np.asarray(
-        dt.tz_convert("UTC").as_unit("s").asi8, dtype="int64"
-    )
-    out: pd.Index = pd.Index(secs, name="ts")
-    return out
+        dt = pd.DatetimeIndex(dt.tz_localize(None) if dt.tz else dt).normalize().tz_localize("UTC")
+    secs = np.asarray((dt if dt.tz else dt.tz_localize("UTC")).as_unit("s").asi8, dtype="int64")
+    return pd.Index(secs, name="ts")  # type: ignore[no-any-return]
 
 
 def _frame_for(data: pd.DataFrame, ticker: str, interval: str) -> pd.DataFrame:
@@ -173,26 +167,20 @@ def drop_partial_bars(df: pd.DataFrame, interval: str, now: datetime) -> pd.Data
     start + 1h capped at the session close (the 15:30 ET bar lasts 30 minutes), must be <= now.
     Bars older than a week are closed whatever the calendar says, so only the tail is checked.
     """
-    if df.empty:
-        return df
     now_ts = int(now.timestamp())
-    recent = now_ts - 7 * 86400
-    keep = []
-    for ts in df.index:
-        ts = int(ts)
-        if ts < recent:
-            keep.append(True)
-            continue
+    step = TIMEFRAME_SECONDS.get(interval) or int(pd.Timedelta(interval).total_seconds())
+
+    def closed(ts: int) -> bool:
+        if ts < now_ts - 7 * 86400:
+            return True
         if interval == "1d":
             close = _session_close(pd.Timestamp(ts, unit="s"))
-            end = close if close is not None else ts + 86400
-        else:
-            step = TIMEFRAME_SECONDS.get(interval) or int(pd.Timedelta(interval).total_seconds())
-            local_day = pd.Timestamp(ts, unit="s", tz="UTC").tz_convert("America/New_York")
-            close = _session_close(pd.Timestamp(local_day.date()))
-            end = ts + step if close is None else min(ts + step, close)
-        keep.append(end <= now_ts)
-    return df[keep]
+            return (ts + 86400 if close is None else close) <= now_ts
+        local = pd.Timestamp(ts, unit="s", tz="UTC").tz_convert("America/New_York")
+        close = _session_close(pd.Timestamp(local.date()))
+        return (ts + step if close is None else min(ts + step, close)) <= now_ts
+
+    return df[[closed(int(ts)) for ts in df.index]]
 
 
 def _download(
