@@ -192,6 +192,8 @@ class Config(_Strict):
                 return tf.read_text(encoding="utf-8").strip() or None
             except OSError as exc:
                 raise ConfigError(f"cannot read token file ({exc.strerror})", "telegram.token_file") from None
+            except UnicodeDecodeError:
+                raise ConfigError("token file is not UTF-8 text", "telegram.token_file") from None
         return None
 
 
@@ -262,9 +264,18 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("at least one timeframe is required", "correlation.timeframes")
     if len(set(c.windows)) != len(c.windows):
         raise ConfigError("duplicate window", "correlation.windows")
-    for default, key in ((c.default_crypto, "default_crypto"), (c.default_benchmark, "default_benchmark")):
+    for default, key, side in (
+        (c.default_crypto, "default_crypto", "crypto"),
+        (c.default_benchmark, "default_benchmark", "equity"),
+    ):
         if default is not None and default.upper() not in seen:
             raise ConfigError(f"unknown asset {default!r}", f"correlation.{key}")
+        if default is not None and cfg.kind_of(default.upper()) != side:
+            raise ConfigError(f"{default!r} is not a {side} asset or basket", f"correlation.{key}")
+    if c.default_crypto and c.default_benchmark:
+        pair = (c.default_crypto.upper(), c.default_benchmark.upper())
+        if pair not in cfg.pair_list:
+            raise ConfigError(f"{pair[0]}/{pair[1]} is not a watched pair", "correlation.default_benchmark")
     if c.default_window is not None and c.default_window not in c.windows:
         raise ConfigError(f"{c.default_window} is not one of windows {c.windows}", "correlation.default_window")
 

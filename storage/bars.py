@@ -8,8 +8,8 @@ whose values changed, inside one transaction, and records the earliest changed t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -71,10 +71,13 @@ def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.
         changed_mask[~is_new] = ~same.all(axis=1)
         write = df.loc[is_new | changed_mask]
         if len(write):
-            rows = [
-                (asset, timeframe, int(ts), *(None if math.isnan(v) else float(v) for v in vals), source)
-                for ts, vals in zip(write.index, write.to_numpy(), strict=True)
-            ]
+            # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
+            # Python checks on the import hot path.
+            n = len(write)
+            cols = [write[c].to_numpy().tolist() for c in COLUMNS]
+            rows = list(
+                zip(repeat(asset, n), repeat(timeframe, n), write.index.tolist(), *cols, repeat(source, n), strict=True)
+            )
             conn.executemany(
                 "INSERT INTO bars (asset, timeframe, ts, open, high, low, close, volume, source) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "

@@ -318,11 +318,6 @@ def test_unreadable_token_file(tmp_path: Path, no_env_token: None, kind: str) ->
     assert "\n" not in str(ei.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service/config.py telegram_token: a non-UTF-8 token_file raises a bare "
-    "UnicodeDecodeError (not OSError), not a ConfigError naming telegram.token_file",
-)
 def test_non_utf8_token_file_is_config_error(tmp_path: Path, no_env_token: None) -> None:
     tf = tmp_path / "telegram_token"
     tf.write_bytes(b"333:S\xffCRET\n")
@@ -360,21 +355,11 @@ def test_check_config_with_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert load_config(path).pair_list == [("ETH", "MIX"), ("ETH", "IWM")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service/config.py _check_semantics: correlation.default_crypto is not checked to "
-    "be crypto-side; Config.default_benchmark then raises StopIteration (traceback, exit 1)",
-)
 def test_default_crypto_must_be_crypto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, BASE.replace("default_window = 30", 'default_crypto = "IWM"'))
     _assert_one_line_cli_error(capsys, path, "correlation.default_crypto")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service/config.py _check_semantics: correlation.default_benchmark may name a "
-    "crypto asset (watch list shows 'defaults: BTC vs BTC')",
-)
 def test_default_benchmark_must_be_equity(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace("default_window = 30", 'default_benchmark = "ETH"'))
     with pytest.raises(ConfigError, match=r"correlation\.default_benchmark"):
