@@ -134,7 +134,10 @@ async def _run_console(
     log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
     cycle = PollCycle(db, cfg, ConsoleNotifier())
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(cycle, "interval", seconds=interval, id=POLL_JOB, name=POLL_JOB,
+    async def job() -> None:  # a coroutine function, so APScheduler awaits it on our loop
+        await cycle()
+
+    scheduler.add_job(job, "interval", seconds=interval, id=POLL_JOB, name=POLL_JOB,
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
     scheduler.start()
     try:
