@@ -128,11 +128,13 @@ class BotApiServer:
         self._new_update = asyncio.Event()
         self._scripts: dict[str, deque[tuple[Any, Any]]] = {}
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> BotApiServer:
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -184,8 +186,19 @@ class BotApiServer:
             msg["is_topic_message"] = True
         self._updates.append(upd)
         self.pushed_at[upd["update_id"]] = time.monotonic()
-        self._new_update.set()
+        self._wake()
         return int(upd["update_id"])
+
+    def _wake(self) -> None:
+        """Release a waiting getUpdates, also when called from another thread (the bench)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self._loop is None or running is self._loop:
+            self._new_update.set()
+        else:
+            self._loop.call_soon_threadsafe(self._new_update.set)
 
     def chat(self, chat_id: Any, chat_type: str | None = None) -> dict[str, Any]:
         if isinstance(chat_id, str) and not re.fullmatch(r"-?\d+", chat_id):

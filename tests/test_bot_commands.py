@@ -60,18 +60,11 @@ def test_menu_registered_and_listed_in_help(bot: BotHarness) -> None:
     assert "e.g." in text
 
 
-# Registered commands whose README row the lead has been asked for (see the bot report);
-# the test passes by itself once README.md lists them.
-AWAITING_README = {"poll"}
-
-
 def test_readme_lists_every_registered_command() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     m = re.search(r"^#+\s*Chat commands\s*$(.*?)(?=^#{1,2}\s|\Z)", readme, re.M | re.S | re.I)
     assert m is not None, "README.md needs a 'Chat commands' section"
     missing = {cmd for cmd in SPECS if not re.search(rf"/{cmd}\b", m.group(1))}
-    if missing and missing <= AWAITING_README:
-        pytest.xfail(f"README row pending for {sorted(missing)}")
     assert not missing, f"registered but not in README 'Chat commands': {sorted(missing)}"
 
 
