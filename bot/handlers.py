@@ -232,4 +232,9 @@ class Handlers:
         await self.reply(update, context, replies.help_reply(self.cfg, intro=True))
 
     async def unknown(self, update: Update, context: Ctx) -> None:
+        # In a group, "/foo" may be another bot's command: answer only "/foo@us" there.
+        chat, msg = update.effective_chat, update.effective_message
+        head = (msg.text or "").split(maxsplit=1)[0] if msg is not None and msg.text else ""
+        if chat is not None and chat.type != "private" and "@" not in head:
+            return
         await self.reply(update, context, "Unknown command — see /help")

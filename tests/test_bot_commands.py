@@ -192,6 +192,9 @@ def test_start_ignores_deep_link_payload(bot: BotHarness) -> None:
 
 def test_unknown_command(bot: BotHarness) -> None:
     assert "see /help" in one(bot, "/nonsense foo")
+    # in a group a bare unknown command may be for another bot; addressed to us, it is ours
+    assert bot.ask("/nonsense", chat_id=GROUP, chat_type="group", timeout=1.5) == []
+    assert "see /help" in one(bot, "/nonsense@mybot", chat_id=GROUP, chat_type="group")
     assert bot.errors == 0
 
 
