@@ -12,6 +12,7 @@ import logging
 import time
 
 from telegram import BotCommand, Update
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -28,6 +29,7 @@ from bot.format import first_line
 from bot.handlers import Handlers, PollFn, QueryRunner
 from bot.notify import send_html
 from service.config import Config
+from service.errors import ConfigError, CorrbotError
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +127,30 @@ def build_application(
 
 
 async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: ignore[type-arg]
-    """Initialise, register the command menu, start handlers and long polling."""
-    await app.initialize()
-    await app.bot.set_my_commands(bot_commands())
+    """Initialise, register the command menu, start handlers and long polling.
+
+    A rejected token becomes a ConfigError and an unreachable API a CorrbotError, so
+    `corrbot run` exits with one clear line (and systemd restarts it) instead of a traceback.
+    """
+    host = _host(app.bot.base_url)
+    try:
+        await app.initialize()
+        await app.bot.set_my_commands(bot_commands())
+    except InvalidToken:
+        raise ConfigError(
+            f"the Bot API at {host} rejected the token (set CORRBOT_TELEGRAM_TOKEN or "
+            "telegram.token_file to the token from @BotFather)", "telegram"
+        ) from None
+    except NetworkError as exc:
+        raise CorrbotError(
+            f"cannot reach the Telegram Bot API at {host}: {redact.redact(str(exc))}"
+        ) from None
     await app.start()
     assert app.updater is not None
     await app.updater.start_polling(
         timeout=poll_timeout, allowed_updates=["message"], error_callback=_polling_error
     )
-    log.info("bot @%s is polling %s", app.bot.username, _host(app.bot.base_url))
+    log.info("bot @%s is polling %s", app.bot.username, host)
 
 
 async def stop(app: Application) -> None:  # type: ignore[type-arg]

@@ -167,15 +167,13 @@ async def _run_bot(
 
     try:
         await bot_app.start(app)
-        try:
-            assert app.job_queue is not None
-            app.job_queue.run_repeating(job, interval=interval, first=1, name=POLL_JOB,
-                                        job_kwargs={"max_instances": 1, "coalesce": True})
-            log.info("feeds polled every %d min", cfg.feeds.poll_minutes)
-            await stop.wait()
-        finally:
-            await bot_app.stop(app)
+        assert app.job_queue is not None
+        app.job_queue.run_repeating(job, interval=interval, first=1, name=POLL_JOB,
+                                    job_kwargs={"max_instances": 1, "coalesce": True})
+        log.info("feeds polled every %d min", cfg.feeds.poll_minutes)
+        await stop.wait()
     finally:
+        await bot_app.stop(app)  # copes with a half-started app
         chats.close()
 
 

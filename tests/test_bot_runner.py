@@ -21,6 +21,7 @@ import pytest
 from botapi_server import ADMIN, TOKEN, BotApiServer, demo_config
 
 from service.config import Config, FeedsConfig, StorageConfig, TelegramConfig
+from service.errors import ConfigError, CorrbotError
 from service.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,27 @@ async def test_bot_mode_answers_schedules_and_polls_on_demand(
     rows = sqlite3.connect(cfg.storage.path).execute("SELECT configured FROM push_chats").fetchall()
     assert rows == [("-4242",)]
     assert TelegramConfig  # the config model the runner reads
+
+
+async def test_rejected_token_is_one_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = await BotApiServer(TOKEN).start()
+    wrong = "5081234567:AAF-thisIsNotTheTokenTheServerKnows_99"
+    cfg = offline_config(tmp_path, base_url=server.base_url)
+    monkeypatch.setenv("CORRBOT_TELEGRAM_TOKEN", wrong)
+    try:
+        with pytest.raises(ConfigError, match="rejected the token") as info:
+            await asyncio.wait_for(run(cfg, stop_event=asyncio.Event()), 30)
+        assert wrong.split(":")[1] not in str(info.value)
+    finally:
+        await server.stop()
+
+
+async def test_unreachable_api_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = offline_config(tmp_path, base_url=f"http://127.0.0.1:{_closed_port()}/bot")
+    monkeypatch.setenv("CORRBOT_TELEGRAM_TOKEN", TOKEN)
+    with pytest.raises(CorrbotError, match="cannot reach the Telegram Bot API") as info:
+        await asyncio.wait_for(run(cfg, stop_event=asyncio.Event()), 60)
+    assert TOKEN.split(":")[1] not in str(info.value)
 
 
 def test_sigterm_stops_the_service(tmp_path: Path) -> None:
