@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 from monitors.align import grid, nyse_schedule  # noqa: E402
 from monitors.engine import Engine, WindowRows  # noqa: E402
 from service.config import load_config  # noqa: E402
-from service.pipeline import update_correlations  # noqa: E402
+from service.pipeline import step_rows, update_correlations  # noqa: E402
 from storage import corr as corr_store  # noqa: E402
 from storage.bars import upsert_bars  # noqa: E402
 from storage.db import open_db, transaction  # noqa: E402
@@ -90,25 +90,6 @@ def ms_stats(xs: list[float]) -> str:
 def med(xs: list[float]) -> float:
     return float(np.median(xs))
 
-
-def to_rows(out: list[WindowRows], sid: np.ndarray, ts: int) -> list[tuple[object, ...]]:
-    """The rows `service.pipeline._update_timeframe` builds for one step (same code)."""
-    rows: list[tuple[object, ...]] = []
-    for wi, wr in enumerate(out):
-        rows.extend(
-            zip(
-                sid[wr.pair, wi].tolist(),
-                [ts] * len(wr.pair),
-                wr.value.tolist(),
-                wr.n.tolist(),
-                wr.ci_lo.tolist(),
-                wr.ci_hi.tolist(),
-                wr.beta.tolist(),
-                wr.ewma.tolist(),
-                strict=True,
-            )
-        )
-    return rows
 
 
 def checkpoints(engine: Engine, pairs: list[tuple[str, str]]) -> list[tuple[str, str, corr_store.Checkpoint]]:
@@ -164,7 +145,7 @@ class Universe:
         nrows_db = 0
         for _ in range(PREFILL):
             ts, out = self.step()
-            rows = to_rows(out, self.sid, ts)
+            rows = step_rows(ts, out, self.sid)
             with transaction(self.db):
                 corr_store.write_rows(self.db, rows)
             nrows_db += len(rows)
@@ -194,7 +175,7 @@ class Universe:
             t0 = time.perf_counter()
             ts, out = self.step()
             t1 = time.perf_counter()
-            rows = to_rows(out, self.sid, ts)
+            rows = step_rows(ts, out, self.sid)
             t2 = time.perf_counter()
             tx = transaction(self.db)
             tx.__enter__()

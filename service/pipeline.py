@@ -18,7 +18,7 @@ import pandas as pd
 import sqlite_utils
 
 from monitors.align import DAY, basket_prices, crypto_obs, equity_obs, session_of
-from monitors.engine import Engine
+from monitors.engine import Engine, WindowRows
 from service.config import Config
 from storage import corr as corr_store
 from storage.bars import read_bars
@@ -86,6 +86,29 @@ def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: l
     return report
 
 
+def step_rows(ts: int, out: list[WindowRows], sid: np.ndarray) -> list[tuple[object, ...]]:
+    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step.
+
+    ``sid[pair, window_index]`` is the series id; NaN values become NULL in SQLite.
+    """
+    rows: list[tuple[object, ...]] = []
+    for wi, wr in enumerate(out):
+        rows.extend(
+            zip(
+                sid[wr.pair, wi].tolist(),
+                [ts] * len(wr.pair),
+                wr.value.tolist(),
+                wr.n.tolist(),
+                wr.ci_lo.tolist(),
+                wr.ci_hi.tolist(),
+                wr.beta.tolist(),
+                wr.ewma.tolist(),
+                strict=True,
+            )
+        )
+    return rows
+
+
 def _update_timeframe(
     db: sqlite_utils.Database, cfg: Config, tf: str, affected: dict[str, int], report: UpdateReport
 ) -> None:
@@ -125,20 +148,7 @@ def _update_timeframe(
     sid = np.array([[ids[(a, b, tf, w)] for w in windows] for a, b in pairs], dtype=np.int64)
     rows: list[tuple[object, ...]] = []
     for i, ts in enumerate(ts_arr.tolist()):
-        for wi, wr in enumerate(engine.step(ts, int(sessions[i]), logp[i])):
-            rows.extend(
-                zip(
-                    sid[wr.pair, wi].tolist(),
-                    [ts] * len(wr.pair),
-                    wr.value.tolist(),
-                    wr.n.tolist(),
-                    wr.ci_lo.tolist(),
-                    wr.ci_hi.tolist(),
-                    wr.beta.tolist(),
-                    wr.ewma.tolist(),
-                    strict=True,
-                )
-            )
+        rows.extend(step_rows(ts, engine.step(ts, int(sessions[i]), logp[i]), sid))
     corr_store.write_rows(db, rows)
     corr_store.save_checkpoints(
         db,
