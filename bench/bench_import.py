@@ -18,8 +18,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 
+from core.config import Config, parse_config  # noqa: E402
 from feeds.csv_import import import_csv, parse_csv  # noqa: E402
-from service.config import Config, parse_config  # noqa: E402
 from storage.bars import upsert_bars  # noqa: E402
 from storage.db import open_db  # noqa: E402
 

@@ -12,7 +12,7 @@ import logging
 
 from telegram import Update
 
-from service.config import TelegramConfig
+from core.config import TelegramConfig
 
 log = logging.getLogger(__name__)
 

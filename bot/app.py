@@ -28,8 +28,8 @@ from bot.args import SPECS
 from bot.format import first_line
 from bot.handlers import Handlers, PollFn, QueryRunner
 from bot.notify import send_html
-from service.config import Config
-from service.errors import ConfigError, CorrbotError
+from core.config import Config
+from core.errors import ConfigError, CorrbotError
 
 log = logging.getLogger(__name__)
 

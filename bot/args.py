@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.config import Config
-from service.errors import UserInputError
+from core.config import Config
+from core.errors import UserInputError
 
 
 @dataclass(frozen=True)

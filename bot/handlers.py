@@ -28,9 +28,9 @@ from bot.access import ADMIN_ONLY, REFUSAL, Access
 from bot.args import Args, UsageError, parse_args
 from bot.format import esc
 from bot.notify import send_html, send_png
+from core.config import Config
+from core.errors import CorrbotError, UserInputError
 from service import queries as q
-from service.config import Config
-from service.errors import CorrbotError, UserInputError
 from storage.db import open_db
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ import ccxt.async_support as accxt
 import pandas as pd
 import sqlite_utils
 
+from core.config import AssetConfig, Config, FeedsConfig
+from core.errors import BadWindowError, FeedError, PermanentFeedError, TemporaryFeedError
 from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
-from service.config import AssetConfig, Config, FeedsConfig
-from service.errors import BadWindowError, FeedError, PermanentFeedError, TemporaryFeedError
 from storage.bars import last_bar_ts, upsert_bars
 from storage.status import record_error, record_ok
 

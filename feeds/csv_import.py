@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.config import Config
+from core.errors import BadWindowError, ImportFileError, UserInputError
 from feeds.base import TIMEFRAME_SECONDS
-from service.config import Config
-from service.errors import BadWindowError, ImportFileError, UserInputError
 from storage.bars import upsert_bars
 
 # Tokens read as "no value". Explicit (keep_default_na=False) so that anything else that is not

@@ -51,9 +51,9 @@ import yfinance as yf
 from curl_cffi import requests as curl_requests
 from yfinance.data import YfData
 
+from core.config import Config, FeedsConfig
+from core.errors import FeedError, PermanentFeedError, TemporaryFeedError
 from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
-from service.config import Config, FeedsConfig
-from service.errors import FeedError, PermanentFeedError, TemporaryFeedError
 from storage.bars import bar_counts, last_bar_ts, read_bars, upsert_bars
 from storage.status import record_error, record_ok
 

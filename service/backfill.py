@@ -8,8 +8,8 @@ from datetime import datetime
 import sqlite_utils
 from tqdm import tqdm
 
+from core.config import Config
 from feeds.base import FeedResult
-from service.config import Config
 from service.pipeline import update_correlations
 
 

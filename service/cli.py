@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service import __version__, queries
-from service.config import Config, load_config
-from service.errors import ConfigError, CorrbotError, UserInputError
+from core import __version__
+from core.config import Config, load_config
+from core.errors import ConfigError, CorrbotError, UserInputError
+from service import queries
 from service.textfmt import history_table, rank_table, reading_lines, watch_list
 
 log = logging.getLogger("corrbot")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from core.config import Config, parse_config
 from feeds.csv_import import ImportReport, import_csv
-from service.config import Config, parse_config
 from service.pipeline import UpdateReport, update_correlations
 from storage.db import open_db
 

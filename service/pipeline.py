@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.config import Config
 from monitors.align import DAY, basket_prices, crypto_obs, equity_obs, session_of
 from monitors.engine import Engine, WindowRows
-from service.config import Config
 from storage import corr as corr_store
 from storage.bars import read_bars
 from storage.db import transaction

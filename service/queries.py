@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.config import TIMEFRAMES, Config
+from core.errors import BadWindowError, NotEnoughDataError
 from monitors.align import DAY, pair_returns
 from monitors.stats import pearson, window_stats
-from service.config import TIMEFRAMES, Config
-from service.errors import BadWindowError, NotEnoughDataError
 from service.pipeline import build_panel
 from storage import corr as corr_store
 from storage.bars import bar_counts
@@ -346,6 +346,6 @@ def db_size(db: sqlite_utils.Database) -> int:
 
 
 def status(db: sqlite_utils.Database, cfg: Config) -> StatusReport:
-    from service import __version__
+    from core import __version__
 
     return StatusReport(all_status(db), freshness(db, cfg, [a.key for a in cfg.assets]), db_size(db), __version__)

@@ -27,7 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from bot.notify import ConsoleNotifier, Notifier, PushChats, TelegramNotifier
-from service.config import Config
+from core.config import Config
 from storage.db import open_db
 
 log = logging.getLogger("corrbot.runner")

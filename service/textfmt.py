@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.config import Config
+from core.config import Config
 from service.queries import CorrReading, History, Ranking, iso
 
 

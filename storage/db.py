@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from service.errors import StorageError
+from core.errors import StorageError
 
 SCHEMA_VERSION = 1
 

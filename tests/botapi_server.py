@@ -445,7 +445,7 @@ class BotHarness:
         import logging
 
         from bot.app import build_application, start
-        from service.config import TelegramConfig
+        from core.config import TelegramConfig
 
         server = await BotApiServer(self.token).start()
         tg = self.cfg.telegram.model_dump()
@@ -512,7 +512,7 @@ def demo_config(**telegram: Any) -> Any:
     """The demo database (built once per test process) with a bot-ready config."""
     import tempfile
 
-    from service.config import TelegramConfig
+    from core.config import TelegramConfig
     from service.demo import build_demo_db
 
     if "cfg" not in _DEMO:

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from reference import daily_close, expected
 
+from core.config import parse_config
 from feeds.csv_import import import_csv
 from monitors.align import crypto_obs, equity_obs, grid, pair_returns
-from service.config import parse_config
 from service.pipeline import update_correlations
 from service.queries import corr_readings
 from storage.bars import read_bars

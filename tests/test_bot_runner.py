@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from botapi_server import ADMIN, TOKEN, BotApiServer, demo_config
 
-from service.config import Config, FeedsConfig, StorageConfig, TelegramConfig
-from service.errors import ConfigError, CorrbotError
+from core.config import Config, FeedsConfig, StorageConfig, TelegramConfig
+from core.errors import ConfigError, CorrbotError
 from service.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_sigterm_stops_the_service(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-        from service.config import Config
+        from core.config import Config
         from service.runner import main_run
         cfg = Config.model_validate_json({cfg.model_dump_json()!r})
         main_run(cfg)

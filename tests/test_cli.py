@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO, SHARED_DATA
 from reference import basket, daily_close, expected
 
+from core.config import Config
 from service.cli import main
-from service.config import Config
 from service.demo import DEMO_TOML, build_demo_db, demo_files
 
 TOL = 1e-9

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from core.config import load_config
+from core.errors import ConfigError, UnknownAssetError
 from service.cli import main
-from service.config import load_config
-from service.errors import ConfigError, UnknownAssetError
 
 EXAMPLE = REPO / "config.example.toml"
 

@@ -15,9 +15,9 @@ import pytest
 import sqlite_utils
 from conftest import DEMO_DATA, SHARED_DATA  # paths only, to parametrise at collection
 
+from core.config import Config, parse_config
+from core.errors import BadWindowError, ImportFileError, UnknownAssetError, UserInputError
 from feeds.csv_import import ImportReport, import_csv
-from service.config import Config, parse_config
-from service.errors import BadWindowError, ImportFileError, UnknownAssetError, UserInputError
 from storage.bars import read_bars
 from storage.db import open_db
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from binance_server import BinanceServer  # tests/ is on sys.path (rootdir conftest)
 
+from core.config import Config, parse_config
+from core.errors import UnknownAssetError
 from feeds.crypto import fetch_closed_candles, make_exchange, poll_crypto
-from service.config import Config, parse_config
-from service.errors import UnknownAssetError
 from storage.bars import read_bars
 from storage.db import open_db
 from storage.status import all_status

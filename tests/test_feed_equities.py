@@ -16,9 +16,9 @@ import pytest
 import yfinance as yf
 from yahoo_server import YahooServer
 
+from core.config import Config, FeedsConfig, parse_config
+from core.errors import PermanentFeedError
 from feeds.equities import fetch_equity_bars, poll_equities
-from service.config import Config, FeedsConfig, parse_config
-from service.errors import PermanentFeedError
 from storage.bars import read_bars
 from storage.db import open_db
 from storage.status import all_status

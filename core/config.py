@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.errors import ConfigError, UnknownAssetError
+from core.errors import ConfigError, UnknownAssetError
 
 Timeframe = Literal["1d", "1h"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
