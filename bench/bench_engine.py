@@ -36,8 +36,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 
+from core.calendar import nyse_schedule  # noqa: E402
 from core.config import load_config  # noqa: E402
-from monitors.align import grid, nyse_schedule  # noqa: E402
+from monitors.align import grid  # noqa: E402
 from monitors.engine import Engine, WindowRows  # noqa: E402
 from service.pipeline import step_rows, update_correlations  # noqa: E402
 from storage import corr as corr_store  # noqa: E402

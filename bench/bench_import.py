@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 
 from core.config import Config, parse_config  # noqa: E402
-from feeds.csv_import import import_csv, parse_csv  # noqa: E402
+from feeds.csv_import import parse_csv  # noqa: E402
+from service.sync import import_csv  # noqa: E402
 from storage.bars import upsert_bars  # noqa: E402
 from storage.db import open_db  # noqa: E402
 

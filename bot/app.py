@@ -24,9 +24,10 @@ from telegram.ext import (
 
 from bot import redact
 from bot.access import Access
+from bot.api import BotApi
 from bot.args import SPECS
 from bot.format import first_line
-from bot.handlers import Handlers, PollFn, QueryRunner
+from bot.handlers import Handlers
 from bot.notify import send_html
 from core.config import Config
 from core.errors import ConfigError, CorrbotError
@@ -78,19 +79,18 @@ def bot_commands() -> list[BotCommand]:
 def build_application(
     cfg: Config,
     token: str,
+    api: BotApi,
     *,
-    poll: PollFn | None = None,
     concurrent_updates: int = 64,
 ) -> Application:  # type: ignore[type-arg]
-    """The Application for ``cfg`` (not started). ``poll`` backs the admin-only /poll."""
+    """The Application for ``cfg`` (not started); ``api`` answers every command."""
     redact.install(token)
     tg = cfg.telegram
-    db = QueryRunner(cfg.storage.path)
-    handlers = Handlers(cfg, db, Access(tg), poll=poll)
+    handlers = Handlers(cfg, api, Access(tg))
     reporter = ErrorReporter(list(tg.admin_user_ids))
 
     async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
-        db.close()
+        api.close()
 
     builder = (
         Application.builder()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.dates as mdates
@@ -22,7 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
 from PIL import Image
 
-__all__ = ["DPI", "FIGSIZE_IN", "ChartData", "render_chart"]
+from core.models import ChartData
+
+__all__ = ["DPI", "FIGSIZE_IN", "render_chart"]
 
 # 7.2 x 9 in at 150 dpi = 1080 x 1350 px: Telegram's portrait photo shape, sharp on phones.
 FIGSIZE_IN = (7.2, 9.0)
@@ -40,20 +41,6 @@ _SUBTITLE_PT = 13
 _LABEL_PT = 13
 _TICK_PT = 12
 _NOTE_PT = 15
-
-
-@dataclass(frozen=True)
-class ChartData:
-    """Everything the chart shows; produced by the engine, drawn by ``render_chart``."""
-
-    a: str
-    b: str
-    timeframe: str
-    window: int
-    corr: pd.DataFrame  # UTC DatetimeIndex; columns value, ci_lo, ci_hi (NaN where undefined)
-    prices: pd.DataFrame  # UTC DatetimeIndex; columns a, b rebased to 100 at the first row
-    levels: tuple[float, ...]  # alert levels, drawn exactly as given (no mirrored negatives)
-    asof: str  # ISO date or timestamp of the last observation
 
 
 def _esc(text: str) -> str:
@@ -254,8 +241,9 @@ def render_chart(data: ChartData) -> bytes:
 
     xc = _x(data.corr.index)
     value, lo, hi = (_col(data.corr, c) for c in ("value", "ci_lo", "ci_hi"))
-    xp = _x(data.prices.index)
-    pa, pb = _col(data.prices, "a"), _col(data.prices, "b")
+    xp = _x(data.price_a.index)
+    pa = np.asarray(data.price_a, dtype=np.float64)
+    pb = np.asarray(data.price_b.reindex(data.price_a.index), dtype=np.float64)
 
     _draw_corr(top, data, xc, value, lo, hi)
     _draw_prices(bottom, data, xp, pa, pb)

@@ -1,7 +1,5 @@
-"""Command handlers: parse the arguments, ask `service.queries`, format, send. Nothing more.
+"""Command handlers: parse the arguments, ask the `BotApi`, format, send. Nothing more.
 
-Queries are blocking SQLite calls, so they run in worker threads (`asyncio.to_thread`),
-each thread on its own connection (`QueryRunner`): WAL lets readers run side by side.
 Every user error becomes a one-line reply; anything unexpected goes to the Application's
 error handler (bot/app.py), which answers the user and tells the admins.
 """
@@ -11,13 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
 
-import sqlite_utils
 from telegram import Update
 from telegram.constants import ChatAction
 from telegram.error import ChatMigrated, Forbidden, TelegramError
@@ -25,46 +19,16 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import replies
 from bot.access import ADMIN_ONLY, REFUSAL, Access
-from bot.args import Args, UsageError, parse_args
+from bot.api import BotApi
+from bot.args import Args, parse_args
+from bot.charts import render_chart
 from bot.format import esc
 from bot.notify import send_html, send_png
 from core.config import Config
-from core.errors import CorrbotError, UserInputError
-from service import queries as q
-from storage.db import open_db
+from core.errors import CorrbotError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Ctx = ContextTypes.DEFAULT_TYPE
-PollFn = Callable[[], Awaitable[str]]
-
-
-class QueryRunner:
-    """Runs ``fn(db, *args)`` in a worker thread with that thread's own connection."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite_utils.Database] = []
-
-    def _db(self) -> sqlite_utils.Database:
-        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
-        if db is None:
-            db = open_db(self.path)
-            self._local.db = db
-            with self._lock:
-                self._conns.append(db)
-        return db
-
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(lambda: fn(self._db(), *args, **kwargs))
-
-    def close(self) -> None:
-        with self._lock:
-            for db in self._conns:
-                db.conn.close()
-            self._conns.clear()
 
 
 def _two(a: Args) -> tuple[str | None, str | None]:
@@ -80,10 +44,8 @@ def _addressed_elsewhere(update: Update, bot_username: str) -> bool:
 
 
 class Handlers:
-    def __init__(
-        self, cfg: Config, db: QueryRunner, access: Access, *, poll: PollFn | None = None
-    ) -> None:
-        self.cfg, self.db, self.access, self.poll = cfg, db, access, poll
+    def __init__(self, cfg: Config, api: BotApi, access: Access) -> None:
+        self.cfg, self.api, self.access = cfg, api, access
         self.started = time.monotonic()
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -116,9 +78,7 @@ class Handlers:
         try:
             args = parse_args(self.cfg, command, context.args or [])
             text = await work(args)
-        except UsageError as exc:
-            text = esc(exc, 300)
-        except (UserInputError, CorrbotError) as exc:
+        except CorrbotError as exc:  # UsageError and every other user-facing error
             text = esc(exc, 300)
         await self.reply(update, context, text)
 
@@ -127,11 +87,9 @@ class Handlers:
     async def corr(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first, second = _two(a)
-            readings = await self.db.call(
-                q.corr_readings, self.cfg, first, second, window=a.window, timeframe=a.timeframe
-            )
+            readings = await self.api.corr(first, second, window=a.window, timeframe=a.timeframe)
             names = [readings[0].a, readings[0].b] if readings else []
-            fresh = await self.db.call(q.freshness, self.cfg, names) if names else []
+            fresh = await self.api.freshness(names) if names else []
             return replies.corr_reply(readings, fresh)
 
         await self._answer(update, context, "corr", work)
@@ -139,7 +97,7 @@ class Handlers:
     async def rank(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first = a.assets[0] if a.assets else None
-            r = await self.db.call(q.rank, self.cfg, first, window=a.window, timeframe=a.timeframe)
+            r = await self.api.rank(first, window=a.window, timeframe=a.timeframe)
             return replies.rank_reply(r)
 
         await self._answer(update, context, "rank", work)
@@ -147,47 +105,40 @@ class Handlers:
     async def history(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first = a.assets[0] if a.assets else None
-            return replies.history_reply(await self.db.call(q.history, self.cfg, first))
+            return replies.history_reply(await self.api.history(first))
 
         await self._answer(update, context, "history", work)
 
     async def diverge(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first, second = _two(a)
-            d = await self.db.call(q.divergence, self.cfg, first, second, timeframe=a.timeframe)
+            d = await self.api.divergence(first, second, timeframe=a.timeframe)
             return replies.diverge_reply(d)
 
         await self._answer(update, context, "diverge", work)
 
     async def chart(self, update: Update, context: Ctx) -> None:
-        from bot.charts import ChartData, render_chart
-
         chat = update.effective_chat
         assert chat is not None
         try:
             a = parse_args(self.cfg, "chart", context.args or [])
             first, second = _two(a)
-            frames = await self.db.call(
-                q.chart_data, self.cfg, first, second, window=a.window,
-                timeframe=a.timeframe, period_days=a.period_days,
+            data = await self.api.chart(
+                first, second, window=a.window, timeframe=a.timeframe, period_days=a.period_days
             )
-        except (UserInputError, CorrbotError) as exc:
+        except CorrbotError as exc:
             await self.reply(update, context, esc(exc, 300))
             return
-        if frames.corr.empty or frames.prices.empty:
-            text = f"No data to chart for {esc(frames.a)}/{esc(frames.b)}."
-            await self.reply(update, context, text)
+        if data.corr.empty or data.price_a.empty:
+            await self.reply(update, context, f"No data to chart for {esc(data.a)}/{esc(data.b)}.")
             return
         with contextlib.suppress(TelegramError):  # only a courtesy
             await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_PHOTO)
-        levels = tuple(self.cfg.telegram.alert_levels)
-        data = ChartData(frames.a, frames.b, frames.timeframe, frames.window, frames.corr,
-                         frames.prices, levels, frames.asof or "")
         png = await asyncio.to_thread(render_chart, data)
-        values = frames.corr["value"].dropna() if "value" in frames.corr else None
-        last = float(values.iloc[-1]) if values is not None and len(values) else None
-        cap = replies.chart_caption(frames.a, frames.b, frames.timeframe, frames.window,
-                                    a.period_label, last, frames.asof, levels)
+        values = data.corr["value"].dropna()
+        last = float(values.iloc[-1]) if len(values) else None
+        cap = replies.chart_caption(data.a, data.b, data.timeframe, data.window,
+                                    a.period_label, last, data.asof or None, data.levels)
         msg = update.effective_message
         thread = msg.message_thread_id if msg is not None and msg.is_topic_message else None
         try:
@@ -199,14 +150,9 @@ class Handlers:
         admin = self.access.is_admin(update)
 
         async def work(_: Args) -> str:
-            report = await self.db.call(q.status, self.cfg)
-            jobs: list[tuple[str, float | None]] = []
-            if context.job_queue is not None:
-                for job in context.job_queue.jobs():
-                    nt = job.next_t
-                    jobs.append((job.name or "job", nt.timestamp() if nt else None))
+            report = await self.api.status()
             return replies.status_reply(
-                report, admin=admin, uptime_s=time.monotonic() - self.started, jobs=jobs
+                report, admin=admin, uptime_s=time.monotonic() - self.started, jobs=self.api.jobs()
             )
 
         await self._answer(update, context, "status", work)
@@ -218,9 +164,8 @@ class Handlers:
             return
 
         async def work(_: Args) -> str:
-            if self.poll is None:
-                return "Polling is not scheduled in this process."
-            return esc(await self.poll(), 1000)
+            done = await self.api.poll()
+            return "Polling is not scheduled in this process." if done is None else esc(done, 1000)
 
         await self._answer(update, context, "poll", work)
 

@@ -7,21 +7,17 @@
 - `Forbidden` (bot removed from a chat): pushes to that chat are disabled (persisted).
 - `ChatMigrated` (group became a supergroup): the stored chat id is updated and resent.
 
-Push destinations live in the ``push_chats`` table of the corrbot database (created here),
-keyed by the id from the config so a migration or a kick survives restarts.
+Push destinations live in the ``push_chats`` table (`storage.push_chats`), keyed by the id
+from the config so a migration or a kick survives restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import sqlite3
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol, TextIO
 
 from telegram import Bot, LinkPreviewOptions, Message
@@ -29,10 +25,11 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError
 
 from bot.format import CAPTION_LIMIT, caption, split_message, strip_html
+from core.retry import retry_async
+from storage.push_chats import ChatId, PushChats
 
 log = logging.getLogger(__name__)
 
-ChatId = int | str
 ATTEMPTS = 4
 BACKOFF_SECONDS = 0.5
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -42,18 +39,10 @@ async def _retrying(
     what: str, attempts: int, backoff: float, call: Callable[[], Awaitable[Message]]
 ) -> Message:
     """Run ``call()``, retrying network errors (not BadRequest) with exponential backoff."""
-    for attempt in range(attempts):
-        try:
-            return await call()
-        except (BadRequest, Forbidden, ChatMigrated):
-            raise
-        except NetworkError as exc:  # includes TimedOut and HTTP 5xx
-            if attempt == attempts - 1:
-                raise
-            delay = backoff * 2**attempt
-            log.warning("%s failed (%s); retry %d in %.1fs", what, exc, attempt + 1, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    return await retry_async(
+        call, retries=attempts - 1, backoff=backoff, retry_on=(NetworkError,),
+        give_up_on=(BadRequest, Forbidden, ChatMigrated), what=what,
+    )
 
 
 async def send_html(
@@ -134,72 +123,6 @@ class ConsoleNotifier:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         print(f"[{stamp}] {strip_html(text_html)}", file=self.stream or sys.stdout, flush=True)
         return 1
-
-
-def _chat(value: str) -> ChatId:
-    return int(value) if re.fullmatch(r"-?\d+", value) else value
-
-
-class PushChats:
-    """The ``push_chats`` table: configured id -> current id, enabled or not (and why)."""
-
-    def __init__(self, db_path: Path | str) -> None:
-        self._conn = sqlite3.connect(
-            str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS push_chats (configured TEXT PRIMARY KEY, "
-                "chat_id TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1, "
-                "reason TEXT, updated_at TEXT)"
-            )
-
-    def seed(self, configured: list[int | str]) -> None:
-        with self._lock:
-            for c in configured:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO push_chats (configured, chat_id, updated_at) "
-                    "VALUES (?, ?, ?)", [str(c), str(c), _now()],
-                )
-
-    def active(self, configured: list[int | str]) -> list[tuple[str, ChatId]]:
-        keys = [str(c) for c in configured]
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT configured, chat_id FROM push_chats WHERE enabled = 1"
-            ).fetchall()
-        current = {k: v for k, v in rows}
-        return [(k, _chat(current[k])) for k in keys if k in current]
-
-    def all(self) -> list[tuple[str, str, bool, str | None]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT configured, chat_id, enabled, reason FROM push_chats ORDER BY configured"
-            ).fetchall()
-        return [(a, b, bool(c), d) for a, b, c, d in rows]
-
-    def disable(self, configured: str, reason: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE push_chats SET enabled = 0, reason = ?, updated_at = ? "
-                "WHERE configured = ?", [reason[:200], _now(), configured],
-            )
-
-    def migrate(self, configured: str, new_id: ChatId) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE push_chats SET chat_id = ?, updated_at = ? WHERE configured = ?",
-                [str(new_id), _now(), configured],
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class TelegramNotifier:

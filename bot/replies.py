@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from bot.args import SPECS
 from bot.format import age, arrow, duration, esc, human_bytes, iso_ts, plain, signed, table
+from core import models as q
 from core.config import Config
-from service import queries as q
 
 
 def corr_reply(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TIMEFRAME_SECONDS: dict[str, int] = {"30m": 1800, "1h": 3600, "1d": 86400}
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 # progress(asset, timeframe, bars_so_far) — e.g. a tqdm update; None = silent.

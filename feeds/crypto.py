@@ -1,11 +1,12 @@
-"""The ccxt crypto feed: closed spot OHLCV candles from exchanges into the ``bars`` table.
+"""The ccxt crypto feed: closed spot OHLCV candles from exchanges, as bar frames.
 
 - `make_exchange` builds a rate-limited, spot-only ccxt async client (URL override for tests
   and proxies via ``feeds.ccxt_urls``).
 - `fetch_closed_candles` pages through one symbol × timeframe and drops the forming candle.
-- `poll_crypto` does that for every crypto asset × (``feeds.crypto_bar``, ``"1d"``) at once,
-  incrementally from the last stored bar, with retries, exponential backoff and the asset's
-  fallback exchanges, and writes through `storage.bars.upsert_bars`.
+- `fetch_crypto` does that for every requested crypto asset × timeframe at once, from the
+  start the caller gives (``service.sync`` derives it from the last stored bar), with
+  retries, exponential backoff and the asset's fallback exchanges. It returns frames; it
+  never touches storage.
 
 Temporary trouble (network, rate limits, maintenance, HTTP 429/418/5xx) is retried; permanent
 trouble (unknown symbol, bad request, auth) is not, and is logged once per (exchange, symbol).
@@ -27,18 +28,16 @@ from urllib.parse import urlsplit
 import aiohttp
 import ccxt.async_support as accxt
 import pandas as pd
-import sqlite_utils
 
 from core.config import AssetConfig, Config, FeedsConfig
-from core.errors import BadWindowError, FeedError, PermanentFeedError, TemporaryFeedError
-from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
-from storage.bars import last_bar_ts, upsert_bars
-from storage.status import record_error, record_ok
+from core.errors import FeedError, PermanentFeedError, TemporaryFeedError
+from core.retry import Sleep, retry_async
+from core.timeframes import TIMEFRAME_SECONDS
+from feeds.base import BAR_COLUMNS, Progress
 
 log = logging.getLogger(__name__)
 
 ExchangeFactory = Callable[[str], accxt.Exchange]
-Sleep = Callable[[float], Awaitable[Any]]
 T = TypeVar("T")
 
 # (exchange id, symbol) whose permanent error this process already logged; cleared on success.
@@ -103,24 +102,19 @@ async def _with_retries(
     backoff: float,
     sleep: Sleep,
 ) -> T:
-    """``call()``, retried ``retries`` times on temporary errors, waiting backoff·2^i."""
-    for attempt in range(retries + 1):
-        try:
-            return await call()
-        except _PERMANENT as exc:
-            raise PermanentFeedError(source, f"{what}: {_clean(exc, source)} ({hint})") from None
-        except _TEMPORARY as exc:
-            why = _clean(exc, source)
-            if attempt == retries:
-                n = retries + 1
-                raise TemporaryFeedError(
-                    source, f"{what}: {why} (gave up after {n} attempt{'s' * (n > 1)})"
-                ) from None
-            delay = backoff * 2**attempt
-            log.warning("%s: %s: %s; retry %d/%d in %gs", source, what, why,
-                        attempt + 1, retries, delay)
-            await sleep(delay)
-    raise AssertionError("unreachable")
+    """``call()`` through `core.retry.retry_async`; the final error becomes a FeedError."""
+    try:
+        return await retry_async(
+            call, retries=retries, backoff=backoff, retry_on=_TEMPORARY, give_up_on=_PERMANENT,
+            what=f"{source}: {what}", describe=lambda e: _clean(e, source), sleep=sleep,
+        )
+    except _PERMANENT as exc:
+        raise PermanentFeedError(source, f"{what}: {_clean(exc, source)} ({hint})") from None
+    except _TEMPORARY as exc:
+        n = retries + 1
+        raise TemporaryFeedError(
+            source, f"{what}: {_clean(exc, source)} (gave up after {n} attempt{'s' * (n > 1)})"
+        ) from None
 
 
 async def fetch_closed_candles(
@@ -180,17 +174,14 @@ async def fetch_closed_candles(
 
 @dataclass
 class _Poll:
-    """State shared by the concurrent jobs of one `poll_crypto` call."""
+    """State shared by the concurrent jobs of one `fetch_crypto` call."""
 
-    db: sqlite_utils.Database
     cfg: Config
     factory: ExchangeFactory
     sleep: Sleep
     now_ms: int
     reported: set[tuple[str, str]]
     progress: Progress | None
-    since_ms: int | None = None  # explicit start; None = incremental
-    db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     exchanges: dict[str, accxt.Exchange] = field(default_factory=dict)
     broken: dict[str, FeedError] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -222,16 +213,8 @@ class _Poll:
             self.reported.add((ex_id, symbol))
             log.error("%s", err)
 
-    async def job(self, asset: AssetConfig, index: int, timeframe: str) -> FeedResult:
+    async def job(self, asset: AssetConfig, index: int, timeframe: str, start: int) -> CryptoFetch:
         assert asset.exchange is not None and asset.symbol is not None  # config guarantees
-        tf_ms = TIMEFRAME_SECONDS[timeframe] * 1000
-        async with self.db_lock:
-            last = last_bar_ts(self.db, asset.key, timeframe)
-        start = self.now_ms - self.cfg.feeds.backfill_days * 86_400_000
-        if self.since_ms is not None:
-            start = self.since_ms
-        elif last is not None:
-            start = last * 1000 + tf_ms  # stored bars are closed: never refetch them
         failures: list[FeedError] = []
         chain = [asset.exchange, *asset.fallback_exchanges]
         for j, ex_id in enumerate(chain):
@@ -257,34 +240,24 @@ class _Poll:
                 failures.append(err)
                 continue
             self.reported.discard((ex_id, asset.symbol))
-            async with self.db_lock:
-                res = await asyncio.to_thread(upsert_bars, self.db, asset.key, timeframe, df, ex_id)
-                newest = last_bar_ts(self.db, asset.key, timeframe)
-                record_ok(self.db, ex_id, asset.key, newest)
-                for failed in failures:
-                    record_error(self.db, failed.source, asset.key, str(failed))
             if failures:
                 log.warning("%s %s: fetched from fallback %s", asset.key, timeframe, ex_id)
-            return FeedResult(ex_id, asset.key, timeframe, len(df), res.inserted, res.updated)
-        message = "; ".join(str(e) for e in failures)[:500]
-        async with self.db_lock:
-            for failed in failures:
-                record_error(self.db, failed.source, asset.key, str(failed))
-        return FeedResult(asset.exchange, asset.key, timeframe, 0, 0, 0, error=message)
+            return CryptoFetch(asset.key, timeframe, ex_id, df, failures)
+        return CryptoFetch(asset.key, timeframe, asset.exchange, None, failures)
 
     def _progress(self, key: str, timeframe: str) -> Callable[[int], None] | None:
         cb = self.progress
         return None if cb is None else (lambda n: cb(key, timeframe, n))
 
-    async def safe_job(self, asset: AssetConfig, index: int, timeframe: str) -> FeedResult:
+    async def safe_job(self, asset: AssetConfig, index: int, timeframe: str, start: int) -> CryptoFetch:
         """`job`, but a bug in one asset's job must not take the others down."""
         try:
-            return await self.job(asset, index, timeframe)
+            return await self.job(asset, index, timeframe, start)
         except Exception as exc:
             log.exception("%s %s: unexpected error", asset.key, timeframe)
             src = asset.exchange or "ccxt"
-            return FeedResult(src, asset.key, timeframe, 0, 0, 0,
-                              error=f"{src}: unexpected {_clean(exc, src)}")
+            err = TemporaryFeedError(src, f"unexpected {_clean(exc, src)}")
+            return CryptoFetch(asset.key, timeframe, src, None, [err])
 
     async def close(self) -> None:
         for ex_id, ex in self.exchanges.items():
@@ -294,47 +267,45 @@ class _Poll:
                 log.debug("%s: close failed: %s", ex_id, _clean(exc, ex_id))
 
 
-async def poll_crypto(
-    db: sqlite_utils.Database,
+@dataclass(frozen=True)
+class CryptoFetch:
+    """One asset × timeframe: the closed candles fetched (None if every exchange failed), the
+    exchange that served them, and the failures met on the way (primary, fallbacks)."""
+
+    asset: str
+    timeframe: str
+    source: str
+    bars: pd.DataFrame | None
+    failures: list[FeedError]
+
+    @property
+    def error(self) -> str | None:
+        return None if self.bars is not None else "; ".join(str(e) for e in self.failures)[:500]
+
+
+async def fetch_crypto(
     cfg: Config,
+    starts: dict[tuple[str, str], int],
     *,
-    assets: list[str] | None = None,
-    since: datetime | None = None,
-    timeframes: tuple[str, ...] | None = None,
     progress: Progress | None = None,
     exchange_factory: ExchangeFactory | None = None,
     sleep: Sleep = asyncio.sleep,
     now_ms: int | None = None,
     reported: set[tuple[str, str]] | None = None,
-) -> list[FeedResult]:
-    """Fetch and store new closed candles for the crypto assets; one result per asset × tf.
+) -> list[CryptoFetch]:
+    """Closed candles for each (asset key, timeframe) in ``starts``, from that start (UTC ms).
 
-    ``assets`` names assets (any case); equity assets and baskets among them are ignored.
-    ``since`` (naive = UTC) refetches from that time instead of from the last stored bar.
     ``reported`` is the set of (exchange, symbol) permanent errors already logged.
     """
-    tfs = tuple(dict.fromkeys(timeframes or (cfg.feeds.crypto_bar, "1d")))
-    for tf in tfs:
-        if tf not in TIMEFRAME_SECONDS:
-            allowed = ", ".join(TIMEFRAME_SECONDS)
-            raise BadWindowError(f"unknown timeframe {tf!r}; use one of {allowed}")
-    keys = None if assets is None else {cfg.resolve(n) for n in assets}
-    chosen = [
-        (i, a) for i, a in enumerate(cfg.assets)
-        if a.kind == "crypto" and (keys is None or a.key in keys)
-    ]
-    since_ms = None
-    if since is not None:
-        aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-        since_ms = int(aware.timestamp() * 1000)
+    index = {a.key: (i, a) for i, a in enumerate(cfg.assets) if a.kind == "crypto"}
     poll = _Poll(
-        db, cfg, exchange_factory or (lambda ex_id: make_exchange(ex_id, cfg.feeds)), sleep,
+        cfg, exchange_factory or (lambda ex_id: make_exchange(ex_id, cfg.feeds)), sleep,
         int(now_ms) if now_ms is not None else int(time.time() * 1000),
-        _REPORTED if reported is None else reported, progress, since_ms=since_ms,
+        _REPORTED if reported is None else reported, progress,
     )
     try:
         return list(await asyncio.gather(
-            *(poll.safe_job(a, i, tf) for i, a in chosen for tf in tfs)
+            *(poll.safe_job(index[key][1], index[key][0], tf, start) for (key, tf), start in starts.items())
         ))
     finally:
         await poll.close()

@@ -1,4 +1,6 @@
-"""CSV import of bar files (`corrbot import ASSET FILE`): layout detection, validation, upsert.
+"""CSV bar files (`corrbot import ASSET FILE`): layout detection and validation, into a bar frame.
+
+`parse_csv` reads nothing but the file; ``service.sync.import_csv`` stores what it returns.
 
 Recognised layouts (column names case-insensitive, comma-delimited, UTF-8 with optional BOM):
 
@@ -31,12 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sqlite_utils
 
-from core.config import Config
-from core.errors import BadWindowError, ImportFileError, UserInputError
-from feeds.base import TIMEFRAME_SECONDS
-from storage.bars import upsert_bars
+from core.errors import BadWindowError, ImportFileError
+from core.timeframes import TIMEFRAME_SECONDS
 
 # Tokens read as "no value". Explicit (keep_default_na=False) so that anything else that is not
 # a number is an error, not a silent skip.
@@ -51,20 +50,6 @@ _NEAR_DAY = 23 * 3600  # daily rows are ≥ 23 h apart even across a DST change
 _OFFSET_RE = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
 _NUMBER_OR_DATE = re.compile(r"^\s*(-?\d+(\.\d+)?|\d{4}-\d{2}-\d{2}.*)\s*$")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    asset: str  # canonical key the bars were stored under
-    timeframe: str  # '1d', '1h' or '30m'
-    layout: str  # short layout name, see the module docstring
-    rows_read: int  # data rows in the file (blank lines excluded, skipped/dropped rows included)
-    inserted: int
-    updated: int
-    unchanged: int
-    skipped: list[tuple[int, str]]  # (physical line, reason)
-    first_ts: int
-    last_ts: int
 
 
 @dataclass(frozen=True)
@@ -101,25 +86,6 @@ def _first(mask: np.ndarray) -> int | None:
     """Index of the first row where ``mask`` holds, else None."""
     hit = np.flatnonzero(mask)
     return int(hit[0]) if hit.size else None
-
-
-def import_csv(
-    db: sqlite_utils.Database,
-    cfg: Config,
-    asset: str,
-    path: str | Path,
-    *,
-    drop_last: bool = False,
-    timeframe: str | None = None,
-) -> ImportReport:
-    """Import the bar file at ``path`` for ``asset``: validate it whole, then one upsert."""
-    key = cfg.resolve(asset)
-    if key in cfg.basket_by_key:
-        raise UserInputError(f"{key} is a basket: baskets are computed from members, not imported")
-    p = parse_csv(path, drop_last=drop_last, timeframe=timeframe)
-    res = upsert_bars(db, key, p.timeframe, p.bars, f"csv:{Path(path).name}")
-    return ImportReport(key, p.timeframe, p.layout, p.rows_read, res.inserted, res.updated,
-                        res.unchanged, p.skipped, int(p.bars.index[0]), int(p.bars.index[-1]))
 
 
 def parse_csv(

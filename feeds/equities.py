@@ -2,7 +2,8 @@
 
 `fetch_equity_bars` makes one batched ``yf.download`` call for all tickers (yfinance then
 issues one chart request per ticker, sequentially: polite to Yahoo and deterministic);
-`poll_equities` runs it in a thread, retries, drops partial bars and upserts into SQLite.
+`fetch_equities` runs it in a thread with retries and drops partial bars; ``service.sync``
+stores what it returns (and checks it for adjustment drift against what is stored).
 
 Pointing yfinance elsewhere (``feeds.yahoo_base_url``): yfinance hard-codes its hosts —
 ``query1/query2.finance.yahoo.com`` as module constants copied into a dozen modules at
@@ -24,7 +25,8 @@ so for a ticker that came back empty we decide from the wire: a transport error,
 ``"No data found, symbol may be delisted"``) or other 4xx ⇒ `PermanentFeedError` (reported
 once, not retried); all 200 ⇒ simply no bars in that range (e.g. a weekend).
 
-Adjustment drift: Yahoo back-adjusts all history on every dividend/split, so an
+Adjustment drift (checked in ``service.sync``): Yahoo back-adjusts all history on every
+dividend/split, so an
 incremental poll refetches a few sessions of overlap; if any overlapping stored close
 differs from the fresh one by more than 1e-6 relative, the whole stored range of that
 ticker/timeframe is refetched and upserted, keeping the series consistently adjusted
@@ -38,31 +40,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
-import sqlite_utils
 import yfinance as yf
 from curl_cffi import requests as curl_requests
 from yfinance.data import YfData
 
+from core.calendar import session_close
 from core.config import Config, FeedsConfig
 from core.errors import FeedError, PermanentFeedError, TemporaryFeedError
-from feeds.base import BAR_COLUMNS, TIMEFRAME_SECONDS, FeedResult, Progress
-from storage.bars import bar_counts, last_bar_ts, read_bars, upsert_bars
-from storage.status import record_error, record_ok
+from core.retry import Sleep, backoff_delays
+from core.timeframes import TIMEFRAME_SECONDS
+from feeds.base import BAR_COLUMNS
 
 log = logging.getLogger(__name__)
 
 SOURCE = "yahoo"
 HOURLY_LIMIT = timedelta(days=729)  # Yahoo serves ~730 days of 1h bars; keep a day of margin
-OVERLAP = {"1d": timedelta(days=7), "1h": timedelta(days=3)}  # a few sessions, for drift checks
-DRIFT_RTOL = 1e-6
 
 # yfinance's state (YfData singleton, response cache) is process-global: one download at a time.
 _LOCK = threading.Lock()
@@ -142,24 +140,6 @@ def _frame_for(data: pd.DataFrame, ticker: str, interval: str) -> pd.DataFrame:
     return df[~df.index.duplicated(keep="last")].sort_index()
 
 
-_CAL: Any = None
-
-
-def _calendar() -> Any:
-    global _CAL
-    if _CAL is None:  # building the calendar takes a moment: once per process
-        _CAL = xcals.get_calendar("XNYS")
-    return _CAL
-
-
-def _session_close(day: pd.Timestamp) -> int | None:
-    """UTC epoch of the NYSE close (16:00 ET, 13:00 on half days) of ``day``; None if closed."""
-    cal = _calendar()
-    if not cal.first_session <= day <= cal.last_session or not cal.is_session(day):
-        return None
-    return int(cal.session_close(day).timestamp())
-
-
 def drop_partial_bars(df: pd.DataFrame, interval: str, now: datetime) -> pd.DataFrame:
     """Keep only bars that had closed at ``now``.
 
@@ -174,10 +154,10 @@ def drop_partial_bars(df: pd.DataFrame, interval: str, now: datetime) -> pd.Data
         if ts < now_ts - 7 * 86400:
             return True
         if interval == "1d":
-            close = _session_close(pd.Timestamp(ts, unit="s"))
+            close = session_close(ts)
             return (ts + 86400 if close is None else close) <= now_ts
         local = pd.Timestamp(ts, unit="s", tz="UTC").tz_convert("America/New_York")
-        close = _session_close(pd.Timestamp(local.date()))
+        close = session_close(int(pd.Timestamp(local.date()).timestamp()))
         return (ts + step if close is None else min(ts + step, close)) <= now_ts
 
     return df[[closed(int(ts)) for ts in df.index]]
@@ -239,115 +219,35 @@ def fetch_equity_bars(
     return frames
 
 
-Sleep = Callable[[float], Awaitable[Any]]
-
-
 async def _download_retrying(
     tickers: list[str], interval: str, start: datetime, feeds: FeedsConfig, now: datetime,
     sleep: Sleep,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, FeedError]]:
+    """Retries only the tickers that failed transiently, with the shared backoff schedule."""
     frames: dict[str, pd.DataFrame] = {}
     errors: dict[str, FeedError] = {}
     pending = list(tickers)
-    for attempt in range(feeds.retries + 1):
+    delays = backoff_delays(feeds.retries, feeds.backoff_seconds)
+    while pending:
         got, errs = await asyncio.to_thread(_download, pending, interval, start, None, feeds, now)
         frames.update(got)
         errors.update(errs)
         for t in got:
             errors.pop(t, None)
         pending = [t for t, e in errs.items() if isinstance(e, TemporaryFeedError)]
-        if not pending or attempt == feeds.retries:
+        delay = next(delays, None) if pending else None
+        if delay is None:
             break
-        delay = feeds.backoff_seconds * 2**attempt
         log.info("yahoo %s: %s failed (%s); retry in %.1fs", interval, ", ".join(pending),
                  errs[pending[0]], delay)
         await sleep(delay)
     return frames, errors
 
 
-def _drifted(db: sqlite_utils.Database, asset: str, tf: str, fresh: pd.DataFrame) -> bool:
-    if fresh.empty:
-        return False
-    stored = read_bars(db, asset, tf, since=int(fresh.index.min()), until=int(fresh.index.max()))
-    common = stored.index.intersection(fresh.index)
-    if common.empty:
-        return False
-    old, new = stored.loc[common, "close"], fresh.loc[common, "close"]
-    return bool(((new - old).abs() > DRIFT_RTOL * old.abs()).any())
-
-
-async def _poll_timeframe(
-    db: sqlite_utils.Database, cfg: Config, tf: str, ticker_of: dict[str, str],
-    since: datetime | None, now: datetime, sleep: Sleep,
+async def fetch_equities(
+    cfg: Config, tf: str, ticker_of: dict[str, str], start: datetime, now: datetime, sleep: Sleep
 ) -> tuple[dict[str, pd.DataFrame], dict[str, FeedError]]:
-    """Frames (by asset key) for one timeframe: one batched download from the earliest start
-    any asset needs, then a full-history refetch for assets whose adjustment drifted."""
-    starts = {}
-    for key in ticker_of:
-        last = last_bar_ts(db, key, tf)
-        if since is not None:
-            starts[key] = since
-        elif last is None:
-            starts[key] = now - timedelta(days=cfg.feeds.backfill_days)
-        else:
-            starts[key] = datetime.fromtimestamp(last, UTC) - OVERLAP.get(tf, timedelta(days=3))
-    start = min(starts.values())
+    """Closed bars by asset key for one timeframe: one batched download from ``start``."""
     key_of = {t: k for k, t in ticker_of.items()}
     got, errs = await _download_retrying(list(ticker_of.values()), tf, start, cfg.feeds, now, sleep)
-    frames = {key_of[t]: df for t, df in got.items()}
-    errors = {key_of[t]: e for t, e in errs.items()}
-    counts = bar_counts(db)
-    # Drifted, with stored history older than what we just fetched: refetch all of it.
-    drifted = [
-        k for k, df in frames.items()
-        if _drifted(db, k, tf, df) and counts[(k, tf)][1] < int(df.index.min())
-    ]
-    if drifted:
-        full = min(datetime.fromtimestamp(counts[(k, tf)][1], UTC) for k in drifted)
-        log.info("yahoo %s: adjustment drift in %s; refetching from %s", tf, drifted, full.date())
-        got, errs = await _download_retrying(
-            [ticker_of[k] for k in drifted], tf, full, cfg.feeds, now, sleep)
-        for k in drifted:  # never store a partly re-adjusted series: full history or nothing
-            frames.pop(k, None)
-        frames.update({key_of[t]: df for t, df in got.items()})
-        errors.update({key_of[t]: e for t, e in errs.items()})
-    return frames, errors
-
-
-async def poll_equities(
-    db: sqlite_utils.Database, cfg: Config, *, assets: list[str] | None = None,
-    since: datetime | None = None, timeframes: tuple[str, ...] = ("1d", "1h"),
-    progress: Progress | None = None, sleep: Sleep = asyncio.sleep, now: datetime | None = None,
-) -> list[FeedResult]:
-    """Fetch new closed bars for the configured equity assets (or just ``assets``) and upsert
-    them; one result per asset × timeframe. ``since`` refetches from that time (backfill)."""
-    now = now or datetime.now(UTC)
-    chosen = {a.upper() for a in assets} if assets is not None else None
-    ticker_of = {
-        a.key: str(a.ticker) for a in cfg.assets
-        if a.kind == "equity" and (chosen is None or a.key in chosen)
-    }
-    dead: dict[str, str] = {}  # asset -> permanent error: reported once, not asked again
-    results: list[FeedResult] = []
-    for tf in timeframes:
-        live = {k: t for k, t in ticker_of.items() if k not in dead}
-        frames, errors = (
-            await _poll_timeframe(db, cfg, tf, live, since, now, sleep) if live else ({}, {})
-        )
-        for key in ticker_of:
-            if key in dead:
-                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, dead[key]))
-            elif key in errors:
-                msg = str(errors[key])
-                record_error(db, SOURCE, key, msg)
-                if isinstance(errors[key], PermanentFeedError):
-                    dead[key] = msg
-                results.append(FeedResult(SOURCE, key, tf, 0, 0, 0, msg))
-            elif key in frames:
-                df = frames[key]
-                res = upsert_bars(db, key, tf, df, SOURCE)
-                record_ok(db, SOURCE, key, last_bar_ts(db, key, tf))
-                if progress is not None:
-                    progress(key, tf, len(df))
-                results.append(FeedResult(SOURCE, key, tf, len(df), res.inserted, res.updated))
-    return results
+    return {key_of[t]: df for t, df in got.items()}, {key_of[t]: e for t, e in errs.items()}

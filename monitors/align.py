@@ -27,27 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-DAY = 86400
+from core.calendar import nyse_schedule
+
 HOUR = 3600
-
-
-@lru_cache(maxsize=1)
-def nyse_schedule() -> pd.DataFrame:
-    """XNYS sessions from 1990 on: index = session date; open/close as int UTC epoch seconds."""
-    sched = xcals.get_calendar("XNYS", start="1990-01-01").schedule
-    epoch = pd.Timestamp("1970-01-01", tz="UTC")
-    sec = pd.Timedelta(seconds=1)
-    return pd.DataFrame(
-        {
-            "open": ((sched["open"] - epoch) // sec).to_numpy(np.int64),
-            "close": ((sched["close"] - epoch) // sec).to_numpy(np.int64),
-        },
-        index=pd.Index(((sched.index - epoch.tz_localize(None)) // sec).to_numpy(np.int64), name="ts"),
-    )
 
 
 @dataclass(frozen=True)

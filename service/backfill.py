@@ -11,14 +11,12 @@ from tqdm import tqdm
 from core.config import Config
 from feeds.base import FeedResult
 from service.pipeline import update_correlations
+from service.sync import poll_crypto, poll_equities
 
 
 async def backfill(
     db: sqlite_utils.Database, cfg: Config, *, since: datetime | None = None, assets: list[str] | None = None
 ) -> list[FeedResult]:
-    from feeds.crypto import poll_crypto
-    from feeds.equities import poll_equities
-
     keys = [cfg.resolve(a) for a in assets] if assets else None
     crypto = [k for k in keys if cfg.kind_of(k) == "crypto"] if keys else None
     equity = [k for k in keys if cfg.kind_of(k) == "equity"] if keys else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from core import __version__
 from core.config import Config, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
+from core.models import iso
 from service import queries
 from service.textfmt import history_table, rank_table, reading_lines, watch_list
 
@@ -77,8 +78,8 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
-    from feeds.csv_import import import_csv
     from service.pipeline import update_correlations
+    from service.sync import import_csv
 
     db = _open(cfg, readonly=False)
     rep = import_csv(db, cfg, args.asset, args.file, drop_last=args.drop_last, timeframe=args.timeframe)
@@ -132,7 +133,7 @@ def cmd_rank(cfg: Config, args: argparse.Namespace) -> int:
                     "a": rk.a,
                     "window": rk.window,
                     "timeframe": rk.timeframe,
-                    "asof": queries.iso(rk.asof, rk.timeframe),
+                    "asof": iso(rk.asof, rk.timeframe),
                     "ranking": [{"b": r.b, "value": r.value, "n": r.n} for r in rk.rows],
                 }
             )

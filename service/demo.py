@@ -13,8 +13,8 @@ from pathlib import Path
 import sqlite_utils
 
 from core.config import Config, parse_config
-from feeds.csv_import import ImportReport, import_csv
 from service.pipeline import UpdateReport, update_correlations
+from service.sync import ImportReport, import_csv
 from storage.db import open_db
 
 DATA = Path(__file__).with_name("demo_data")

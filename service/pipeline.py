@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.calendar import DAY
 from core.config import Config
-from monitors.align import DAY, basket_prices, crypto_obs, equity_obs, session_of
+from core.timeframes import INTRADAY_CRYPTO
+from monitors.align import basket_prices, crypto_obs, equity_obs, session_of
 from monitors.engine import Engine, WindowRows
 from storage import corr as corr_store
 from storage.bars import read_bars
 from storage.db import transaction
 
 log = logging.getLogger(__name__)
-INTRADAY_CRYPTO = {"30m": 1800, "1h": 3600}
 
 
 def build_panel(db: sqlite_utils.Database, cfg: Config, timeframe: str) -> pd.DataFrame:
@@ -147,8 +148,11 @@ def _update_timeframe(
         logp = np.log(new.to_numpy(np.float64))
     sid = np.array([[ids[(a, b, tf, w)] for w in windows] for a, b in pairs], dtype=np.int64)
     rows: list[tuple[object, ...]] = []
+    stepped = 0  # observations that gave some pair a new return (what "new observations" counts)
     for i, ts in enumerate(ts_arr.tolist()):
-        rows.extend(step_rows(ts, engine.step(ts, int(sessions[i]), logp[i]), sid))
+        out = engine.step(ts, int(sessions[i]), logp[i])
+        stepped += bool(out)
+        rows.extend(step_rows(ts, out, sid))
     corr_store.write_rows(db, rows)
     corr_store.save_checkpoints(
         db,
@@ -166,4 +170,4 @@ def _update_timeframe(
     )
     report.rows_written[tf] = len(rows)
     report.pairs_recomputed[tf] = len(recompute)
-    report.observations[tf] = len(ts_arr)
+    report.observations[tf] = stepped

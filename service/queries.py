@@ -8,69 +8,33 @@ raises `UnknownAssetError` / `BadWindowError` for bad names and windows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core import __version__
+from core.calendar import DAY
 from core.config import TIMEFRAMES, Config
 from core.errors import BadWindowError, NotEnoughDataError
-from monitors.align import DAY, pair_returns
+from core.models import (
+    ChartData,
+    CorrReading,
+    Divergence,
+    Freshness,
+    History,
+    HistoryRow,
+    Ranking,
+    RankRow,
+    StatusReport,
+)
+from monitors.align import pair_returns
 from monitors.stats import pearson, window_stats
 from service.pipeline import build_panel
 from storage import corr as corr_store
 from storage.bars import bar_counts
-from storage.status import FeedStatus, all_status
-
-
-def iso(ts: int | None, timeframe: str) -> str | None:
-    if ts is None:
-        return None
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.date().isoformat() if timeframe == "1d" else dt.isoformat()
-
-
-@dataclass(frozen=True)
-class CorrReading:
-    a: str
-    b: str
-    timeframe: str
-    window: int
-    value: float | None  # None while fewer returns than the window
-    n: int  # returns in the window (or available so far while warming up)
-    asof: int | None  # UTC epoch seconds of the observation (1d: 00:00 UTC of the session)
-    ci95: tuple[float, float] | None
-    beta: float | None  # of the crypto asset on the equity asset
-    ewma: float | None
-    change_1w: float | None  # value now minus the value 7 calendar days earlier
-
-    def asof_iso(self) -> str | None:
-        return iso(self.asof, self.timeframe)
-
-    @property
-    def label(self) -> str:
-        return f"{self.a}/{self.b} {self.timeframe} w{self.window}"
-
-    def missing(self) -> str:
-        """'BTC/PSCT 1d w90: 61 of 90 returns' — for readings without a value."""
-        return str(NotEnoughDataError(self.label, self.n, self.window))
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "timeframe": self.timeframe,
-            "window": self.window,
-            "value": self.value,
-            "n": self.n,
-            "asof": self.asof_iso(),
-            "ci95": list(self.ci95) if self.ci95 else None,
-            "beta": self.beta,
-            "ewma": self.ewma,
-        }
+from storage.status import all_status
 
 
 def _num(v: object) -> float | None:
@@ -158,22 +122,6 @@ def corr_readings(
     return [_reading(db, cfg, ka, kb, tf, w) for w in check_window(cfg, window, tf)]
 
 
-@dataclass(frozen=True)
-class RankRow:
-    b: str
-    value: float | None
-    n: int
-
-
-@dataclass(frozen=True)
-class Ranking:
-    a: str
-    timeframe: str
-    window: int
-    asof: int | None
-    rows: list[RankRow]
-
-
 def rank(
     db: sqlite_utils.Database,
     cfg: Config,
@@ -190,21 +138,6 @@ def rank(
     readings.sort(key=lambda r: (r.value is None, -(r.value or 0.0)))
     asof = max((r.asof for r in readings if r.asof is not None), default=None)
     return Ranking(ka, tf, w, asof, [RankRow(r.b, r.value, r.n) for r in readings])
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    period: str
-    b: str
-    value: float | None
-    n: int
-
-
-@dataclass(frozen=True)
-class History:
-    a: str
-    by: str
-    rows: list[HistoryRow]
 
 
 def history(db: sqlite_utils.Database, cfg: Config, a: str | None = None, *, by: str = "year") -> History:
@@ -225,17 +158,6 @@ def history(db: sqlite_utils.Database, cfg: Config, a: str | None = None, *, by:
     return History(ka, by, rows)
 
 
-@dataclass(frozen=True)
-class ChartFrames:
-    a: str
-    b: str
-    timeframe: str
-    window: int
-    corr: pd.DataFrame  # UTC DatetimeIndex; value, ci_lo, ci_hi
-    prices: pd.DataFrame  # UTC DatetimeIndex; columns a, b normalised to 100 at the first row
-    asof: str | None
-
-
 def chart_data(
     db: sqlite_utils.Database,
     cfg: Config,
@@ -245,7 +167,8 @@ def chart_data(
     window: int | None = None,
     timeframe: str = "1d",
     period_days: int | None = 365,
-) -> ChartFrames:
+) -> ChartData:
+    """The correlation series with its CI and both prices rebased to 100, over the period."""
     reading = corr_readings(
         db, cfg, a, b, window=window if window is not None else cfg.default_window(timeframe), timeframe=timeframe
     )[0]
@@ -261,21 +184,13 @@ def chart_data(
     both = panel[[reading.a, reading.b]].dropna()
     if since is not None:
         both = both[both.index >= since]
-    prices = both / both.iloc[0] * 100.0 if len(both) else both
-    prices.index = pd.to_datetime(prices.index.astype("int64"), unit="s", utc=True)
-    return ChartFrames(reading.a, reading.b, reading.timeframe, reading.window, corr, prices, reading.asof_iso())
-
-
-@dataclass(frozen=True)
-class Divergence:
-    a: str
-    b: str
-    timeframe: str
-    bars: int
-    residual: float  # Σ over the last `bars` returns of (x − β·y), in log-return units
-    zscore: float | None  # residual / (σ of residuals in the window · √bars)
-    beta: float
-    asof: int
+    rebased = both / both.iloc[0] * 100.0 if len(both) else both
+    rebased.index = pd.to_datetime(rebased.index.astype("int64"), unit="s", utc=True)
+    return ChartData(
+        reading.a, reading.b, reading.timeframe, reading.window, corr,
+        rebased[reading.a].astype("float64"), rebased[reading.b].astype("float64"),
+        tuple(cfg.telegram.alert_levels), reading.asof_iso() or "",
+    )
 
 
 def divergence(
@@ -312,13 +227,6 @@ def divergence(
     return Divergence(reading.a, reading.b, tf, bars, residual, z, beta, int(r.index[-1]))
 
 
-@dataclass(frozen=True)
-class Freshness:
-    asset: str
-    timeframe: str
-    last_bar_ts: int | None
-
-
 def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[Freshness]:
     counts = bar_counts(db)
     out: list[Freshness] = []
@@ -327,14 +235,6 @@ def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[
             tfs = sorted({tf for (a, tf) in counts if a == key}) or ["1d"]
             out.extend(Freshness(key, tf, counts[(key, tf)][2] if (key, tf) in counts else None) for tf in tfs)
     return out
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    feeds: list[FeedStatus]
-    freshness: list[Freshness]
-    db_bytes: int
-    version: str
 
 
 def db_size(db: sqlite_utils.Database) -> int:
@@ -346,6 +246,4 @@ def db_size(db: sqlite_utils.Database) -> int:
 
 
 def status(db: sqlite_utils.Database, cfg: Config) -> StatusReport:
-    from core import __version__
-
     return StatusReport(all_status(db), freshness(db, cfg, [a.key for a in cfg.assets]), db_size(db), __version__)

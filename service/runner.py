@@ -1,43 +1,47 @@
 """`corrbot run`: the long-running service — feed polling on a schedule, plus the bot.
 
-One asyncio loop runs everything. With a Telegram token the bot's Application is started
-with long polling and its JobQueue (APScheduler underneath) runs the poll cycle; without a
-token the same cycle runs on a plain APScheduler AsyncIOScheduler and pushes go to a
-console notifier, so the service is usable (and testable) without Telegram.
+One asyncio loop runs everything, and one APScheduler ``AsyncIOScheduler`` runs the jobs in
+both modes. With a Telegram token the bot's Application is started with long polling and
+pushes go to the alert chats; without a token pushes go to a console notifier, so the
+service is usable (and testable) without Telegram.
 
-A poll cycle: ``feeds.crypto.poll_crypto`` and ``feeds.equities.poll_equities`` (async),
-then ``service.pipeline.update_correlations`` in a worker thread. They are imported
-lazily so this module imports (and the bot answers from the existing database) before
-those modules exist. A failing cycle is logged and pushed once; recovery is pushed too.
-SIGTERM/SIGINT stop the service cleanly (polling stopped, jobs cancelled, DB closed).
+A poll cycle: `service.sync.poll_crypto` and `service.sync.poll_equities`, then
+`service.pipeline.update_correlations` in a worker thread. A failing cycle is logged and
+pushed once; recovery is pushed too. SIGTERM/SIGINT stop the service cleanly (polling
+stopped, jobs cancelled, DB closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import html
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlite_utils
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.notify import ConsoleNotifier, Notifier, PushChats, TelegramNotifier
+from bot import app as bot_app
+from bot.notify import ConsoleNotifier, Notifier, TelegramNotifier
 from core.config import Config
+from feeds.base import FeedResult
+from service.api import ServiceApi
+from service.pipeline import UpdateReport, update_correlations
+from service.sync import poll_crypto, poll_equities
 from storage.db import open_db
+from storage.push_chats import PushChats
 
 log = logging.getLogger("corrbot.runner")
 
 POLL_JOB = "poll"
 
 
-def _import(module: str, name: str) -> Callable[..., Any]:
-    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    return fn
+def _describe(results: list[FeedResult]) -> str:
+    errors = sum(1 for r in results if r.error)
+    return f"{len(results)} results, {errors} errors"
 
 
 class PollCycle:
@@ -49,16 +53,15 @@ class PollCycle:
         self.failing = False
         self.cycles = 0
 
-    async def __call__(self, *_: object) -> str:
+    async def __call__(self) -> str:
         if self._lock.locked():
             return "a poll cycle is already running"
         async with self._lock:
             t0 = time.monotonic()
             try:
-                crypto = await _call_async("feeds.crypto", "poll_crypto", self.db, self.cfg)
-                equity = await _call_async("feeds.equities", "poll_equities", self.db, self.cfg)
-                update = _import("service.pipeline", "update_correlations")
-                corr = await asyncio.to_thread(update, self.db, self.cfg)
+                crypto = await poll_crypto(self.db, self.cfg)
+                equity = await poll_equities(self.db, self.cfg)
+                corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
             except Exception as exc:
                 log.exception("poll cycle failed")
                 if not self.failing:
@@ -69,7 +72,7 @@ class PollCycle:
             summary = (
                 f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
                 f"crypto {_describe(crypto)}, equities {_describe(equity)}, "
-                f"correlations {_describe(corr)}"
+                f"correlations {corr.summary()[:200]}"
             )
             log.info("%s", summary)
             if self.failing:
@@ -78,27 +81,10 @@ class PollCycle:
             return summary
 
     async def _push(self, text: str) -> None:
-        import html
-
         try:
             await self.notifier.push(html.escape(text[:500]))
         except Exception:
             log.exception("push failed")
-
-
-async def _call_async(module: str, name: str, *args: Any) -> Any:
-    result: Awaitable[Any] = _import(module, name)(*args)
-    return await result
-
-
-def _describe(result: Any) -> str:
-    if isinstance(result, list | tuple):
-        errors = sum(1 for r in result if getattr(r, "error", None))
-        return f"{len(result)} results, {errors} errors"
-    summary = getattr(result, "summary", None)
-    if callable(summary):
-        return str(summary())[:200]
-    return "ok" if result is None else str(result)[:80]
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -109,6 +95,18 @@ def _install_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def _jobs(scheduler: AsyncIOScheduler) -> list[tuple[str, float | None]]:
+    return [(j.name, j.next_run_time.timestamp() if j.next_run_time else None) for j in scheduler.get_jobs()]
+
+
+def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, interval: int) -> None:
+    async def job() -> None:  # a coroutine function, so APScheduler awaits it on our loop
+        await cycle()
+
+    scheduler.add_job(job, "interval", seconds=interval, id=POLL_JOB, name=POLL_JOB,
+                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
+
+
 async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop_event`` is set)."""
     stop = stop_event or asyncio.Event()
@@ -116,63 +114,45 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     token = cfg.telegram_token()
     db = open_db(cfg.storage.path)
     interval = cfg.feeds.poll_minutes * 60
+    scheduler = AsyncIOScheduler(timezone=UTC)
     try:
         if token:
-            await _run_bot(cfg, token, db, stop, interval)
+            await _run_bot(cfg, token, db, stop, scheduler, interval)
         else:
-            await _run_console(cfg, db, stop, interval)
+            log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
+            _schedule(scheduler, PollCycle(db, cfg, ConsoleNotifier()), interval)
+            scheduler.start()
+            await stop.wait()
     finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         db.conn.close()
         log.info("corrbot stopped")
 
 
-async def _run_console(
-    cfg: Config, db: sqlite_utils.Database, stop: asyncio.Event, interval: int
-) -> None:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
-    cycle = PollCycle(db, cfg, ConsoleNotifier())
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    async def job() -> None:  # a coroutine function, so APScheduler awaits it on our loop
-        await cycle()
-
-    scheduler.add_job(job, "interval", seconds=interval, id=POLL_JOB, name=POLL_JOB,
-                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
-    scheduler.start()
-    try:
-        await stop.wait()
-    finally:
-        scheduler.shutdown(wait=False)
-
-
 async def _run_bot(
-    cfg: Config, token: str, db: sqlite_utils.Database, stop: asyncio.Event, interval: int
+    cfg: Config, token: str, db: sqlite_utils.Database, stop: asyncio.Event,
+    scheduler: AsyncIOScheduler, interval: int,
 ) -> None:
-    from bot import app as bot_app  # imports telegram: only when a token is set
-
     chats = PushChats(cfg.storage.path)
-    holder: dict[str, PollCycle] = {}
+    holder: list[PollCycle] = []
 
     async def poll_now() -> str:
-        return await holder["cycle"]()
+        return await holder[0]()
 
-    app = bot_app.build_application(cfg, token, poll=poll_now)
-    notifier = TelegramNotifier(app.bot, chats, cfg.telegram.alert_chat_ids,
-                                cfg.telegram.alert_thread_id)
-    cycle = holder["cycle"] = PollCycle(db, cfg, notifier)
-
-    async def job(_: object) -> None:
-        await cycle()
-
+    api = ServiceApi(cfg, poll=poll_now, jobs=lambda: _jobs(scheduler))
+    app = bot_app.build_application(cfg, token, api)
+    notifier = TelegramNotifier(app.bot, chats, cfg.telegram.alert_chat_ids, cfg.telegram.alert_thread_id)
+    holder.append(PollCycle(db, cfg, notifier))
     try:
         await bot_app.start(app)
-        assert app.job_queue is not None
-        app.job_queue.run_repeating(job, interval=interval, first=1, name=POLL_JOB,
-                                    job_kwargs={"max_instances": 1, "coalesce": True})
+        _schedule(scheduler, holder[0], interval)
+        scheduler.start()
         log.info("feeds polled every %d min", cfg.feeds.poll_minutes)
         await stop.wait()
     finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         await bot_app.stop(app)  # copes with a half-started app
         chats.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.config import Config
-from service.queries import CorrReading, History, Ranking, iso
+from core.models import CorrReading, History, Ranking, iso
 
 
 def fmt(v: float | None, width: int = 6) -> str:

@@ -28,11 +28,6 @@ class UpsertResult:
     inserted: int
     updated: int
     unchanged: int
-    first_changed_ts: int | None
-
-    @property
-    def written(self) -> int:
-        return self.inserted + self.updated
 
 
 def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
@@ -48,7 +43,7 @@ def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
 def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str) -> UpsertResult:
     """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction."""
     if bars.empty:
-        return UpsertResult(0, 0, 0, None)
+        return UpsertResult(0, 0, 0)
     df = _normalise(bars)
     if not df.index.is_unique:
         raise ValueError("duplicate timestamps in bar batch")
@@ -92,11 +87,9 @@ def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.
                 "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
                 [asset, timeframe, first],
             )
-        else:
-            first = None
     n_new = int(is_new.sum())
     n_upd = int(changed_mask.sum())
-    return UpsertResult(n_new, n_upd, len(df) - n_new - n_upd, first)
+    return UpsertResult(n_new, n_upd, len(df) - n_new - n_upd)
 
 
 def read_bars(

@@ -11,6 +11,16 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
 - ``dirty``       per asset × timeframe, the earliest bar ts changed since the last compute
                   (``seq`` bumps on every change, so a compute only clears what it saw)
 - ``feed_status`` last success / last error per source × asset, for /status
+- ``push_chats``  alert destinations: configured chat id (or one added by /subscribe) ->
+                  current id, enabled or not (and why); survives migrations, kicks, restarts
+- ``alert_state`` per rule × key (a pair "A/B", or a source for `stale`): the lifecycle state
+                  and the last evaluated bar (the rule's cursor)
+- ``episodes``    one row per firing episode: when it fired and resolved, with the values
+- ``outbox``      messages to deliver, per chat in id order; written in the same transaction
+                  as the state change that caused them; ``message_id`` once sent
+- ``outbox_episodes`` which episodes a (possibly grouped) message is about
+- ``mutes``       silences from /mute: rule and/or target (asset or pair), until when
+- ``rule_overrides`` /set RULE KEY VALUE, applied over the config's rule
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import sqlite_utils
 
 from core.errors import StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -74,8 +84,69 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    # IF NOT EXISTS: corrbot 0.1 created this table outside the migrations.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS push_chats (configured TEXT PRIMARY KEY, "
+        "chat_id TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1, "
+        "reason TEXT, updated_at TEXT)"
+    )
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        ALTER TABLE push_chats ADD COLUMN origin TEXT NOT NULL DEFAULT 'config';
+        CREATE TABLE alert_state (
+            rule TEXT NOT NULL, key TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'ok',          -- ok | pending | firing
+            pending INTEGER NOT NULL DEFAULT 0,         -- consecutive bars the condition held
+            last_ts INTEGER,                            -- last evaluated bar (cursor)
+            episode_id INTEGER REFERENCES episodes(id), -- the open episode while firing
+            last_notice_ts INTEGER,                     -- bar ts of the fire or last reminder
+            resolved_ts INTEGER,                        -- bar ts of the last resolve (cooldown)
+            PRIMARY KEY (rule, key)
+        );
+        CREATE TABLE episodes (
+            id INTEGER PRIMARY KEY, rule TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+            a TEXT, b TEXT, timeframe TEXT, window INTEGER, severity TEXT NOT NULL,
+            fired_ts INTEGER NOT NULL, fire_value REAL, fire_detail TEXT,
+            resolved_ts INTEGER, resolve_value REAL,
+            withheld INTEGER NOT NULL DEFAULT 0          -- fire message held back by a mute
+        );
+        CREATE INDEX episodes_by_rule ON episodes (rule, key, fired_ts);
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY, chat TEXT NOT NULL,  -- push_chats.configured
+            kind TEXT NOT NULL,                          -- fire | resolve | reminder | episode | notice | digest
+            text TEXT NOT NULL,                          -- Telegram HTML
+            reply_to INTEGER REFERENCES outbox(id),      -- reply to the message this row sent
+            buttons TEXT,                                -- JSON [[label, callback_data], ...]
+            silent INTEGER NOT NULL DEFAULT 0,           -- disable_notification (severity info)
+            status TEXT NOT NULL DEFAULT 'pending',      -- pending | sent | failed
+            attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,
+            message_id INTEGER, created_at TEXT NOT NULL, sent_at TEXT, error TEXT
+        );
+        CREATE INDEX outbox_pending ON outbox (status, chat, id);
+        CREATE TABLE outbox_episodes (
+            outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+            episode_id INTEGER NOT NULL REFERENCES episodes(id),
+            PRIMARY KEY (outbox_id, episode_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX outbox_episodes_by_episode ON outbox_episodes (episode_id);
+        CREATE TABLE mutes (
+            id INTEGER PRIMARY KEY, rule TEXT, target TEXT, until_ts REAL NOT NULL,
+            created_by TEXT, created_at TEXT NOT NULL, lifted INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE rule_overrides (
+            rule TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+            set_by TEXT, set_at TEXT NOT NULL, PRIMARY KEY (rule, key)
+        );
+        """
+    )
+
+
 # Index i migrates a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

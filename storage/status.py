@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 import sqlite_utils
 
-
-@dataclass(frozen=True)
-class FeedStatus:
-    source: str
-    asset: str
-    last_ok_at: str | None
-    last_bar_ts: int | None
-    last_error_at: str | None
-    last_error: str | None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+from core.clock import now_iso
+from core.models import FeedStatus
 
 
 def record_ok(db: sqlite_utils.Database, source: str, asset: str, last_bar_ts: int | None) -> None:
@@ -27,7 +13,7 @@ def record_ok(db: sqlite_utils.Database, source: str, asset: str, last_bar_ts: i
         "INSERT INTO feed_status (source, asset, last_ok_at, last_bar_ts) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (source, asset) DO UPDATE SET last_ok_at = excluded.last_ok_at, "
         "last_bar_ts = coalesce(excluded.last_bar_ts, last_bar_ts)",
-        [source, asset, _now(), last_bar_ts],
+        [source, asset, now_iso(), last_bar_ts],
     )
 
 
@@ -36,7 +22,7 @@ def record_error(db: sqlite_utils.Database, source: str, asset: str, message: st
         "INSERT INTO feed_status (source, asset, last_error_at, last_error) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (source, asset) DO UPDATE SET last_error_at = excluded.last_error_at, "
         "last_error = excluded.last_error",
-        [source, asset, _now(), message[:500]],
+        [source, asset, now_iso(), message[:500]],
     )
 
 

@@ -451,7 +451,9 @@ class BotHarness:
         tg = self.cfg.telegram.model_dump()
         tg.update(base_url=server.base_url, base_file_url=server.base_file_url)
         self.cfg = self.cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
-        self.app = build_application(self.cfg, self.token, poll=self.poll)
+        from service.api import ServiceApi
+
+        self.app = build_application(self.cfg, self.token, ServiceApi(self.cfg, poll=self.poll))
         if self.httpx_info:
             logging.getLogger("httpx").setLevel(logging.INFO)
         await start(self.app, poll_timeout=1)

@@ -15,10 +15,10 @@ import pytest
 from reference import daily_close, expected
 
 from core.config import parse_config
-from feeds.csv_import import import_csv
 from monitors.align import crypto_obs, equity_obs, grid, pair_returns
 from service.pipeline import update_correlations
 from service.queries import corr_readings
+from service.sync import import_csv
 from storage.bars import read_bars
 from storage.db import open_db
 

@@ -6,14 +6,17 @@ out of the reply text the server received, not compared with strings from bot/.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from botapi_server import ADMIN, GROUP, STRANGER, BotHarness, demo_config
 
 from bot.args import SPECS
+from core.models import CorrReading
 from service import queries as q
 from storage.db import open_db
 
@@ -68,7 +71,7 @@ def test_readme_lists_every_registered_command() -> None:
     assert not missing, f"registered but not in README 'Chat commands': {sorted(missing)}"
 
 
-def _check_corr(text: str, readings: list[q.CorrReading]) -> None:
+def _check_corr(text: str, readings: list[CorrReading]) -> None:
     assert f"{readings[0].a} / {readings[0].b}" in text
     for r in readings:
         if r.value is None:
@@ -160,6 +163,24 @@ def test_chart_is_a_png_with_a_short_caption(bot: BotHarness, db) -> None:  # ty
     m = re.search(rf"now {NUM}", cap)
     assert m and close(num(m.group(1)), float(frames.corr["value"].dropna().iloc[-1]))
     assert any(c.method == "sendChatAction" for c in bot.server.calls)
+
+
+def _colour_pixels(png: bytes, rgb: tuple[int, int, int], top: float, bottom: float) -> int:
+    """Pixels within a small distance of ``rgb`` in a horizontal band of the picture."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int32)
+    h = img.shape[0]
+    band = img[int(h * top) : int(h * bottom)]
+    return int((np.abs(band - np.array(rgb)).sum(axis=2) < 40).sum())
+
+
+def test_chart_sent_through_the_command_draws_both_prices(bot: BotHarness) -> None:
+    # The picture the user receives, not the renderer fed by hand: the lower panel (the
+    # bottom ~40% of the figure) must hold both price lines — orange for A, blue for B.
+    png = bot.ask("/chart btc iwm 90 1y", quiet=0.5, timeout=30)[0].files["photo"]
+    assert _colour_pixels(png, (0xE6, 0x9F, 0x00), 0.62, 0.95) > 500  # BTC
+    assert _colour_pixels(png, (0x00, 0x72, 0xB2), 0.62, 0.95) > 500  # IWM
 
 
 def test_chart_all_history_default_pair(bot: BotHarness) -> None:

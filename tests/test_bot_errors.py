@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from botapi_server import ADMIN, GROUP, USER, BotHarness, demo_config
 
-from bot.notify import PushChats, TelegramNotifier
+from bot.notify import TelegramNotifier
+from storage.push_chats import PushChats
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bot.format import CAPTION_LIMIT, MESSAGE_LIMIT, caption, esc, split_message, table
 from bot.replies import corr_reply
-from service.queries import CorrReading
+from core.models import CorrReading
 
 
 def test_warming_up_window_says_how_many_returns() -> None:

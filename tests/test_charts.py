@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bot.charts import DPI, FIGSIZE_IN, ChartData, render_chart
+from bot.charts import DPI, FIGSIZE_IN, render_chart
+from core.models import ChartData
 
 DEMO = Path(__file__).resolve().parents[1] / "service" / "demo_data"
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -56,13 +57,15 @@ def btc_iwm() -> ChartData:
         join="inner",
     ).dropna()
     rets = np.log(px).diff()
+    rebased = px / px.iloc[0] * 100.0
     return ChartData(
         a="BTC",
         b="IWM",
         timeframe="1d",
         window=90,
         corr=_corr_frame(rets["a"], rets["b"], 90),
-        prices=px / px.iloc[0] * 100.0,
+        price_a=rebased["a"],
+        price_b=rebased["b"],
         levels=(0.5,),
         asof=px.index[-1].date().isoformat(),
     )
@@ -92,6 +95,10 @@ def _synthetic(n: int, freq: str = "1D", seed: int = 0, **kw: object) -> ChartDa
         "asof": idx[-1].isoformat(),
     }
     fields.update(kw)
+    # Tests describe prices as one frame with columns a, b; the model holds two named series.
+    frame = fields.pop("prices")
+    assert isinstance(frame, pd.DataFrame)
+    fields["price_a"], fields["price_b"] = frame["a"], frame["b"]
     return ChartData(**fields)  # type: ignore[arg-type]
 
 
@@ -105,7 +112,7 @@ def test_real_data_is_a_valid_png_of_the_intended_size(btc_iwm_png: bytes) -> No
 
 def test_real_data_corr_is_sane(btc_iwm: ChartData) -> None:
     # Guards the test input itself: ~6.5 years of aligned days, a defined latest value.
-    assert len(btc_iwm.prices) > 1500
+    assert len(btc_iwm.price_a) > 1500
     assert btc_iwm.corr["value"].notna().sum() > 1400
     assert -1.0 <= btc_iwm.corr["value"].iloc[-1] <= 1.0
 
@@ -152,7 +159,7 @@ def _nan_corr(index: pd.DatetimeIndex) -> pd.DataFrame:
 def test_edge_cases_render(case: str) -> None:
     if case == "all_nan_corr":
         base = _synthetic(20)
-        data = _synthetic(20, window=90, corr=_nan_corr(base.prices.index))
+        data = _synthetic(20, window=90, corr=_nan_corr(base.price_a.index))
     elif case == "single_point":
         idx = pd.DatetimeIndex(["2025-08-22"], tz="UTC")
         data = _synthetic(
@@ -184,7 +191,7 @@ def test_edge_cases_render(case: str) -> None:
         data = _synthetic(200, levels=(1.5, float("nan"), -1.0, 1.0, 0.95))
     else:
         d = _synthetic(200)
-        neg = d.prices - 150.0  # log axis impossible; must fall back to linear
+        neg = pd.concat({"a": d.price_a, "b": d.price_b}, axis=1) - 150.0  # log axis impossible: linear
         data = _synthetic(
             200,
             corr=d.corr.set_axis(d.corr.index.tz_localize(None)),
@@ -203,11 +210,11 @@ def test_long_series_stays_small() -> None:
 def test_no_pyplot_imported() -> None:
     # pyplot keeps global figure state; a fresh interpreter proves render_chart never loads it.
     code = (
-        "import sys, pandas as pd; from bot.charts import ChartData, render_chart; "
+        "import sys, pandas as pd; from bot.charts import render_chart; from core.models import ChartData; "
         "i = pd.date_range('2024-01-01', periods=3, tz='UTC'); "
         "c = pd.DataFrame({'value': [0.1, 0.2, 0.3], 'ci_lo': 0.0, 'ci_hi': 0.5}, index=i); "
-        "p = pd.DataFrame({'a': [100.0, 101, 102], 'b': [100.0, 99, 98]}, index=i); "
-        "render_chart(ChartData('A', 'B', '1d', 2, c, p, (0.5,), '2024-01-03')); "
+        "pa = pd.Series([100.0, 101, 102], index=i); pb = pd.Series([100.0, 99, 98], index=i); "
+        "render_chart(ChartData('A', 'B', '1d', 2, c, pa, pb, (0.5,), '2024-01-03')); "
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     root = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from conftest import DEMO_DATA, SHARED_DATA  # paths only, to parametrise at col
 
 from core.config import Config, parse_config
 from core.errors import BadWindowError, ImportFileError, UnknownAssetError, UserInputError
-from feeds.csv_import import ImportReport, import_csv
+from service.sync import ImportReport, import_csv
 from storage.bars import read_bars
 from storage.db import open_db
 

@@ -17,7 +17,8 @@ from binance_server import BinanceServer  # tests/ is on sys.path (rootdir conft
 
 from core.config import Config, parse_config
 from core.errors import UnknownAssetError
-from feeds.crypto import fetch_closed_candles, make_exchange, poll_crypto
+from feeds.crypto import fetch_closed_candles, make_exchange
+from service.sync import poll_crypto
 from storage.bars import read_bars
 from storage.db import open_db
 from storage.status import all_status

@@ -18,7 +18,8 @@ from yahoo_server import YahooServer
 
 from core.config import Config, FeedsConfig, parse_config
 from core.errors import PermanentFeedError
-from feeds.equities import fetch_equity_bars, poll_equities
+from feeds.equities import fetch_equity_bars
+from service.sync import poll_equities
 from storage.bars import read_bars
 from storage.db import open_db
 from storage.status import all_status

@@ -1,0 +1,42 @@
+"""What the bot asks of the service: a typed protocol, implemented by ``service.api``.
+
+The bot only parses and formats. Every number it shows comes through this interface (the
+service answers from storage and monitors), so bot/ never imports the layer above it and
+tests can hand the real implementation in, as the runner does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from core.models import ChartData, CorrReading, Divergence, Freshness, History, Ranking, StatusReport
+
+
+class BotApi(Protocol):
+    async def corr(
+        self, a: str | None, b: str | None, *, window: int | None, timeframe: str
+    ) -> list[CorrReading]: ...
+
+    async def freshness(self, names: list[str]) -> list[Freshness]: ...
+
+    async def rank(self, a: str | None, *, window: int | None, timeframe: str) -> Ranking: ...
+
+    async def history(self, a: str | None) -> History: ...
+
+    async def divergence(self, a: str | None, b: str | None, *, timeframe: str) -> Divergence: ...
+
+    async def chart(
+        self, a: str | None, b: str | None, *, window: int | None, timeframe: str, period_days: int | None
+    ) -> ChartData: ...
+
+    async def status(self) -> StatusReport: ...
+
+    async def poll(self) -> str | None:
+        """Run one whole poll cycle now and describe it; None if nothing polls in this process."""
+        ...
+
+    def jobs(self) -> list[tuple[str, float | None]]:
+        """Scheduled jobs and their next run (UTC epoch seconds)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,149 @@
+"""The shapes that cross layers: what the read side returns and what the CLI and bot format.
+
+Plain frozen dataclasses, no behaviour beyond naming and JSON; ``service.queries`` fills
+them from storage and monitors, ``bot/`` and ``service.textfmt`` only format them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from core.errors import NotEnoughDataError
+
+
+def iso(ts: int | None, timeframe: str) -> str | None:
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.date().isoformat() if timeframe == "1d" else dt.isoformat()
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    source: str
+    asset: str
+    last_ok_at: str | None
+    last_bar_ts: int | None
+    last_error_at: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class CorrReading:
+    a: str
+    b: str
+    timeframe: str
+    window: int
+    value: float | None  # None while fewer returns than the window
+    n: int  # returns in the window (or available so far while warming up)
+    asof: int | None  # UTC epoch seconds of the observation (1d: 00:00 UTC of the session)
+    ci95: tuple[float, float] | None
+    beta: float | None  # of the crypto asset on the equity asset
+    ewma: float | None
+    change_1w: float | None  # value now minus the value 7 calendar days earlier
+
+    def asof_iso(self) -> str | None:
+        return iso(self.asof, self.timeframe)
+
+    @property
+    def label(self) -> str:
+        return f"{self.a}/{self.b} {self.timeframe} w{self.window}"
+
+    def missing(self) -> str:
+        """'BTC/PSCT 1d w90: 61 of 90 returns' — for readings without a value."""
+        return str(NotEnoughDataError(self.label, self.n, self.window))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "timeframe": self.timeframe,
+            "window": self.window,
+            "value": self.value,
+            "n": self.n,
+            "asof": self.asof_iso(),
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "beta": self.beta,
+            "ewma": self.ewma,
+        }
+
+
+@dataclass(frozen=True)
+class RankRow:
+    b: str
+    value: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Ranking:
+    a: str
+    timeframe: str
+    window: int
+    asof: int | None
+    rows: list[RankRow]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    period: str
+    b: str
+    value: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class History:
+    a: str
+    by: str
+    rows: list[HistoryRow]
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """Everything /chart draws: one typed shape from the query to the renderer.
+
+    ``corr`` has a UTC DatetimeIndex and columns value, ci_lo, ci_hi (NaN where undefined);
+    ``price_a`` / ``price_b`` are the two assets' prices on the same UTC index, rebased to 100
+    at the first row; ``levels`` are the alert levels drawn as given.
+    """
+
+    a: str
+    b: str
+    timeframe: str
+    window: int
+    corr: pd.DataFrame
+    price_a: pd.Series
+    price_b: pd.Series
+    levels: tuple[float, ...]
+    asof: str  # ISO date or timestamp of the last observation
+
+
+@dataclass(frozen=True)
+class Divergence:
+    a: str
+    b: str
+    timeframe: str
+    bars: int
+    residual: float  # Σ over the last `bars` returns of (x − β·y), in log-return units
+    zscore: float | None  # residual / (σ of residuals in the window · √bars)
+    beta: float
+    asof: int
+
+
+@dataclass(frozen=True)
+class Freshness:
+    asset: str
+    timeframe: str
+    last_bar_ts: int | None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    feeds: list[FeedStatus]
+    freshness: list[Freshness]
+    db_bytes: int
+    version: str
