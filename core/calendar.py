@@ -64,3 +64,9 @@ def is_open(ts: int) -> bool:
     opens, closes = sched["open"].to_numpy(), sched["close"].to_numpy()
     i = int(np.searchsorted(opens, ts, side="right")) - 1
     return i >= 0 and ts < int(closes[i])
+
+
+def sessions_between(start: int, end: int) -> int:
+    """NYSE sessions whose date lies in (start, end] (daily bar ts are 00:00 UTC of the date)."""
+    days = nyse_schedule().index.to_numpy()
+    return int(np.searchsorted(days, end, side="right") - np.searchsorted(days, start, side="right"))

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError, UnknownAssetError
+from core.rules import KINDS, RuleConfig, ScheduleConfig, StaleRule
 
 Timeframe = Literal["1d", "1h"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
@@ -105,6 +106,8 @@ class Config(_Strict):
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     feeds: FeedsConfig = Field(default_factory=FeedsConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @field_validator("assets")
     @classmethod
@@ -181,6 +184,29 @@ class Config(_Strict):
     def counterparts(self, key: str) -> list[str]:
         return [b for a, b in self.pair_list if a == key] + [a for a, b in self.pair_list if b == key]
 
+    def rule_window(self, rule: RuleConfig) -> int:
+        return rule.window if rule.window is not None else self.default_window(rule.timeframe)
+
+    def rule_pairs(self, rule: RuleConfig) -> list[tuple[str, str]]:
+        """The (crypto, equity) pairs a rule watches, in config order."""
+        if rule.pairs is None:
+            return list(self.pair_list)
+        out = []
+        for text in rule.pairs:
+            a, b = (x.strip().upper() for x in text.split("/", 1))
+            out.append((a, b) if (a, b) in self.pair_list else (b, a))
+        return out
+
+    @cached_property
+    def sources(self) -> dict[str, list[str]]:
+        """Feed source id (each exchange, and ``yahoo``) -> the assets it serves."""
+        out: dict[str, list[str]] = {}
+        for a in self.assets:
+            ids = [a.exchange or "", *a.fallback_exchanges] if a.kind == "crypto" else ["yahoo"]
+            for src in ids:
+                out.setdefault(src, []).append(a.key)
+        return out
+
     def telegram_token(self) -> str | None:
         """The bot token from $CORRBOT_TELEGRAM_TOKEN or telegram.token_file, else None."""
         tok = os.environ.get("CORRBOT_TELEGRAM_TOKEN", "").strip()
@@ -198,6 +224,8 @@ class Config(_Strict):
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
+    if len(loc) > 2 and loc[0] == "rules" and loc[2] in KINDS:
+        loc = loc[:2] + loc[3:]  # pydantic names the union member ("corr_level"); users do not
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -278,6 +306,37 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(f"{pair[0]}/{pair[1]} is not a watched pair", "correlation.default_benchmark")
     if c.default_window is not None and c.default_window not in c.windows:
         raise ConfigError(f"{c.default_window} is not one of windows {c.windows}", "correlation.default_window")
+    for tf, ws in c.timeframe_windows.items():
+        if not ws:
+            raise ConfigError("needs at least one window", f"correlation.timeframe_windows.{tf}")
+    _check_rules(cfg)
+
+
+def _check_rules(cfg: Config) -> None:
+    names: dict[str, int] = {}
+    for i, r in enumerate(cfg.rules):
+        where = f"rules[{i}]"
+        if r.name.lower() in names:
+            raise ConfigError(f"duplicate rule name {r.name!r} (also rules[{names[r.name.lower()]}])", f"{where}.name")
+        names[r.name.lower()] = i
+        if r.timeframe not in cfg.correlation.timeframes:
+            allowed = ", ".join(cfg.correlation.timeframes)
+            raise ConfigError(f"timeframe {r.timeframe} is not configured (one of {allowed})", f"{where}.timeframe")
+        windows = cfg.windows_for(r.timeframe)
+        if r.window is not None and r.window not in windows:
+            raise ConfigError(f"{r.window} is not one of the {r.timeframe} windows {windows}", f"{where}.window")
+        for j, text in enumerate(r.pairs or []):
+            parts = [x.strip().upper() for x in text.split("/")]
+            if len(parts) != 2 or not all(parts):
+                raise ConfigError(f"{text!r} is not a pair like \"BTC/IWM\"", f"{where}.pairs[{j}]")
+            a, b = parts
+            if (a, b) not in cfg.pair_list and (b, a) not in cfg.pair_list:
+                raise ConfigError(f"{a}/{b} is not a watched pair", f"{where}.pairs[{j}]")
+        if isinstance(r, StaleRule):
+            for j, src in enumerate(r.sources or []):
+                if src not in cfg.sources:
+                    known = ", ".join(sorted(cfg.sources))
+                    raise ConfigError(f"unknown source {src!r} (one of {known})", f"{where}.sources[{j}]")
 
 
 def parse_config(data: dict[str, object]) -> Config:
@@ -285,7 +344,7 @@ def parse_config(data: dict[str, object]) -> Config:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ConfigError(msg, _loc(tuple(err["loc"])) or "config") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -147,3 +148,27 @@ class StatusReport:
     freshness: list[Freshness]
     db_bytes: int
     version: str
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One thing the alert layer says: a fire, a resolve, a reminder, an episode that opened and
+    closed inside one catch-up, or a fire held back by a mute that has ended ("unmuted").
+
+    ``rule`` is the effective rule (config + /set overrides); values are at the event's bar;
+    ``detail`` holds what the message shows (β, returns, z…, see monitors.rules).
+    """
+
+    kind: str  # fire | resolve | reminder | episode | unmuted
+    rule: Any  # core.rules.RuleConfig (Any here: models stays free of pydantic)
+    key: str
+    a: str | None
+    b: str | None
+    window: int | None
+    episode_id: int | None
+    fired_ts: int
+    resolved_ts: int | None
+    value: float | None  # the rule's measured value at the event bar
+    fire_value: float | None
+    detail: dict[str, float]
+    fire_detail: dict[str, float]

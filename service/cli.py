@@ -19,7 +19,7 @@ from core.config import Config, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
 from service import queries
-from service.textfmt import history_table, rank_table, reading_lines, watch_list
+from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
 
 log = logging.getLogger("corrbot")
 
@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("a", nargs="?")
     h.add_argument("--by", default="year", choices=["year"])
     h.add_argument("--json", action="store_true")
+    bt = sub.add_parser("backtest", help="replay stored history through the alert rules")
+    bt.add_argument("--start", type=_date, help="YYYY-MM-DD (default: all stored history)")
+    bt.add_argument("--end", type=_date, help="YYYY-MM-DD (inclusive)")
+    bt.add_argument("--rule", help="one rule by name")
+    bt.add_argument("--json", action="store_true")
     d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
     d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
     sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
@@ -152,6 +157,19 @@ def cmd_history(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
+    from service.backtest import backtest, counts_per_year
+
+    start = int(args.start.timestamp()) if args.start else None
+    end = int(args.end.timestamp()) + 86399 if args.end else None
+    episodes = backtest(_open(cfg), cfg, start=start, end=end, rule=args.rule)
+    if args.json:
+        print(json.dumps({"alerts": [e.as_json() for e in episodes]}))
+        return 0
+    print(backtest_table(episodes, counts_per_year(episodes)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from service.demo import demo_config, run_demo
     from storage.db import open_db
@@ -185,6 +203,7 @@ COMMANDS = {
     "corr": cmd_corr,
     "rank": cmd_rank,
     "history": cmd_history,
+    "backtest": cmd_backtest,
     "run": cmd_run,
 }
 

@@ -5,10 +5,13 @@ both modes. With a Telegram token the bot's Application is started with long pol
 pushes go to the alert chats; without a token pushes go to a console notifier, so the
 service is usable (and testable) without Telegram.
 
-A poll cycle: `service.sync.poll_crypto` and `service.sync.poll_equities`, then
-`service.pipeline.update_correlations` in a worker thread. A failing cycle is logged and
-pushed once; recovery is pushed too. SIGTERM/SIGINT stop the service cleanly (polling
-stopped, jobs cancelled, DB closed).
+Jobs: crypto every ``schedule.crypto_poll_minutes``; equities every
+``schedule.equity_poll_minutes`` while the NYSE is open, plus one run
+``close_delay_minutes`` after each close (half days included); the outbox delivery every
+``schedule.delivery_seconds``. After a poll that stored new bars: update correlations →
+evaluate the alert rules (`service.evaluate`) → deliver. A failing cycle is logged and
+pushed once; recovery is pushed too. SIGTERM/SIGINT stop the service (jobs cancelled, DB
+closed).
 """
 
 from __future__ import annotations
@@ -19,24 +22,29 @@ import html
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import sqlite_utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from bot.delivery import ConsoleDelivery, Delivery
 
 from bot import app as bot_app
 from bot.notify import ConsoleNotifier, Notifier, TelegramNotifier
+from core.calendar import is_open, session_close
 from core.config import Config
 from feeds.base import FeedResult
 from service.api import ServiceApi
+from service.evaluate import evaluate
 from service.pipeline import UpdateReport, update_correlations
 from service.sync import poll_crypto, poll_equities
 from storage.db import open_db
 from storage.push_chats import PushChats
 
 log = logging.getLogger("corrbot.runner")
+CONSOLE_CHAT = "console"  # the outbox destination when there is no Telegram token
 
-POLL_JOB = "poll"
+CRYPTO_JOB, EQUITY_JOB, DELIVERY_JOB = "poll crypto", "poll equities", "deliver"
 
 
 def _describe(results: list[FeedResult]) -> str:
@@ -47,21 +55,28 @@ def _describe(results: list[FeedResult]) -> str:
 class PollCycle:
     """One feeds → correlations cycle; serialised so a slow cycle is never run twice."""
 
-    def __init__(self, db: sqlite_utils.Database, cfg: Config, notifier: Notifier) -> None:
-        self.db, self.cfg, self.notifier = db, cfg, notifier
+    def __init__(
+        self, db: sqlite_utils.Database, cfg: Config, notifier: Notifier, chats: Callable[[], list[str]],
+        deliver: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.db, self.cfg, self.notifier, self.chats, self.deliver = db, cfg, notifier, chats, deliver
         self._lock = asyncio.Lock()
         self.failing = False
         self.cycles = 0
 
-    async def __call__(self) -> str:
+    async def __call__(self, *, crypto_only: bool = False, equities: bool = True) -> str:
         if self._lock.locked():
             return "a poll cycle is already running"
         async with self._lock:
             t0 = time.monotonic()
             try:
                 crypto = await poll_crypto(self.db, self.cfg)
-                equity = await poll_equities(self.db, self.cfg)
+                equity = await poll_equities(self.db, self.cfg) if equities else []
                 corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
+                alerts = await asyncio.to_thread(
+                    evaluate, self.db, self.cfg, self.chats(), now=time.time())
+                if self.deliver is not None:
+                    await self.deliver()
             except Exception as exc:
                 log.exception("poll cycle failed")
                 if not self.failing:
@@ -72,7 +87,7 @@ class PollCycle:
             summary = (
                 f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
                 f"crypto {_describe(crypto)}, equities {_describe(equity)}, "
-                f"correlations {corr.summary()[:200]}"
+                f"correlations {corr.summary()[:200]}; {alerts.summary()}"
             )
             log.info("%s", summary)
             if self.failing:
@@ -99,12 +114,39 @@ def _jobs(scheduler: AsyncIOScheduler) -> list[tuple[str, float | None]]:
     return [(j.name, j.next_run_time.timestamp() if j.next_run_time else None) for j in scheduler.get_jobs()]
 
 
-def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, interval: int) -> None:
-    async def job() -> None:  # a coroutine function, so APScheduler awaits it on our loop
-        await cycle()
+def equities_due(now: float, cfg: Config) -> bool:
+    """Poll Yahoo now? While the NYSE is open, and in the slot ``close_delay_minutes`` after a
+    close (so the session's final bar is fetched once it is settled)."""
+    if is_open(int(now)):
+        return True
+    sched = cfg.schedule
+    close = session_close(int(now) - sched.close_delay_minutes * 60)
+    slot = sched.equity_poll_minutes * 60
+    return close is not None and 0 <= now - (close + sched.close_delay_minutes * 60) < slot
 
-    scheduler.add_job(job, "interval", seconds=interval, id=POLL_JOB, name=POLL_JOB,
-                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
+
+def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
+              deliver: Callable[[], Awaitable[object]] | None) -> None:
+    sched = cfg.schedule
+    opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
+
+    async def crypto() -> None:  # coroutine functions, so APScheduler awaits them on our loop
+        await cycle(equities=False)
+
+    async def equities() -> None:
+        if equities_due(time.time(), cfg):
+            await cycle()
+
+    scheduler.add_job(crypto, "interval", minutes=sched.crypto_poll_minutes, id=CRYPTO_JOB, name=CRYPTO_JOB,
+                      next_run_time=datetime.now(UTC), **opts)
+    scheduler.add_job(equities, "interval", minutes=sched.equity_poll_minutes, id=EQUITY_JOB, name=EQUITY_JOB,
+                      next_run_time=datetime.now(UTC), **opts)
+    if deliver is not None:
+        async def delivery() -> None:
+            await deliver()
+
+        scheduler.add_job(delivery, "interval", seconds=sched.delivery_seconds, id=DELIVERY_JOB,
+                          name=DELIVERY_JOB, **opts)
 
 
 async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
@@ -113,14 +155,15 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     _install_signals(stop)
     token = cfg.telegram_token()
     db = open_db(cfg.storage.path)
-    interval = cfg.feeds.poll_minutes * 60
     scheduler = AsyncIOScheduler(timezone=UTC)
     try:
         if token:
-            await _run_bot(cfg, token, db, stop, scheduler, interval)
+            await _run_bot(cfg, token, db, stop, scheduler)
         else:
             log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
-            _schedule(scheduler, PollCycle(db, cfg, ConsoleNotifier()), interval)
+            console = ConsoleDelivery(cfg.storage.path)
+            cycle = PollCycle(db, cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.run_once)
+            _schedule(scheduler, cycle, cfg, console.run_once)
             scheduler.start()
             await stop.wait()
     finally:
@@ -132,7 +175,7 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
 
 async def _run_bot(
     cfg: Config, token: str, db: sqlite_utils.Database, stop: asyncio.Event,
-    scheduler: AsyncIOScheduler, interval: int,
+    scheduler: AsyncIOScheduler,
 ) -> None:
     chats = PushChats(cfg.storage.path)
     holder: list[PollCycle] = []
@@ -143,12 +186,18 @@ async def _run_bot(
     api = ServiceApi(cfg, poll=poll_now, jobs=lambda: _jobs(scheduler))
     app = bot_app.build_application(cfg, token, api)
     notifier = TelegramNotifier(app.bot, chats, cfg.telegram.alert_chat_ids, cfg.telegram.alert_thread_id)
-    holder.append(PollCycle(db, cfg, notifier))
+    delivery = Delivery(app.bot, cfg.storage.path, chats, thread_id=cfg.telegram.alert_thread_id)
+
+    def destinations() -> list[str]:
+        return [key for key, _ in chats.active_all()]
+
+    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.run_once))
     try:
         await bot_app.start(app)
-        _schedule(scheduler, holder[0], interval)
+        _schedule(scheduler, holder[0], cfg, delivery.run_once)
         scheduler.start()
-        log.info("feeds polled every %d min", cfg.feeds.poll_minutes)
+        log.info("crypto polled every %d min, equities every %d min in NYSE hours",
+                 cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
         await stop.wait()
     finally:
         if scheduler.running:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.config import Config
 from core.models import CorrReading, History, Ranking, iso
 
@@ -66,4 +68,22 @@ def history_table(h: History) -> str:
     lines = [f"{h.a} — correlation of daily returns by {h.by}", "year " + "".join(c.rjust(width) for c in cols)]
     for p in periods:
         lines.append(f"{p:<5}" + "".join(fmt(val.get((p, c)), 6).rjust(width) for c in cols))
+    return "\n".join(lines)
+
+
+def backtest_table(episodes: list[Any], per_year: dict[tuple[str, str], dict[int, int]]) -> str:
+    """The episodes, then a per-rule, per-pair count per year."""
+    if not episodes:
+        return "no alerts would have fired"
+    lines = [f"{len(episodes)} alert episodes", ""]
+    lines.append(f"{'rule':<22} {'pair':<22} {'fired':<10} {'resolved':<10} {'value':>7}")
+    for e in episodes:
+        fired = iso(e.fired_ts, e.timeframe) or ""
+        resolved = iso(e.resolved_ts, e.timeframe) or "firing"
+        lines.append(f"{e.rule:<22} {e.a + '/' + e.b:<22} {fired:<10} {resolved:<10} {e.value:>+7.2f}")
+    years = sorted({y for row in per_year.values() for y in row})
+    lines += ["", f"{'rule':<22} {'pair':<22} " + " ".join(f"{y:>5}" for y in years) + "  total"]
+    for (rule, pair), row in sorted(per_year.items()):
+        cells = " ".join(f"{row.get(y, 0):>5}" for y in years)
+        lines.append(f"{rule:<22} {pair:<22} {cells}  {sum(row.values()):>5}")
     return "\n".join(lines)

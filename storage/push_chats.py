@@ -42,6 +42,14 @@ class PushChats:
         current = dict(rows)
         return [(k, _chat(current[k])) for k in keys if k in current]
 
+    def active_all(self) -> list[tuple[str, ChatId]]:
+        """Every enabled destination: configured alert chats and chats that /subscribe'd."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT configured, chat_id FROM push_chats WHERE enabled = 1 ORDER BY rowid"
+            ).fetchall()
+        return [(str(k), _chat(str(v))) for k, v in rows]
+
     def disable(self, configured: str, reason: str) -> None:
         with self._lock:
             self._db.execute(
