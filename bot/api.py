@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from core.models import ChartData, CorrReading, Divergence, Freshness, History, Ranking, StatusReport
+from core.models import (
+    AlertsView,
+    BacktestSummary,
+    ChartData,
+    CorrReading,
+    Divergence,
+    Freshness,
+    History,
+    MuteView,
+    Ranking,
+    RuleView,
+    StatusReport,
+)
 
 
 class BotApi(Protocol):
@@ -30,6 +42,34 @@ class BotApi(Protocol):
     ) -> ChartData: ...
 
     async def status(self) -> StatusReport: ...
+
+    # ---- the alert layer --------------------------------------------------------------------
+
+    async def alerts(self, n: int) -> AlertsView: ...
+
+    async def rules(self) -> list[RuleView]: ...
+
+    async def mute(self, seconds: int, target: str | None, by: str | None) -> MuteView: ...
+
+    async def mute_episode(self, episode_id: int, seconds: int, by: str | None) -> MuteView: ...
+
+    async def mutes(self) -> list[MuteView]: ...
+
+    async def unmute(self, ids: list[int] | None) -> int: ...
+
+    async def subscribe(self, chat_id: int) -> bool: ...
+
+    async def unsubscribe(self, chat_id: int) -> bool: ...
+
+    async def set_rule(self, rule: str, key: str, value: str, by: str | None) -> RuleView: ...
+
+    async def reset_rule(self, rule: str) -> RuleView: ...
+
+    async def backtest(self, rule: str | None, period_days: int | None, label: str) -> BacktestSummary: ...
+
+    async def episode_chart(self, episode_id: int) -> ChartData:
+        """The /chart picture of the pair and window an alert was about, over the last year."""
+        ...
 
     async def poll(self) -> str | None:
         """Run one whole poll cycle now and describe it; None if nothing polls in this process."""

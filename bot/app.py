@@ -16,6 +16,7 @@ from telegram.error import InvalidToken, NetworkError
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -24,6 +25,7 @@ from telegram.ext import (
 
 from bot import redact
 from bot.access import Access
+from bot.alert_cmds import AlertCommands
 from bot.api import BotApi
 from bot.args import SPECS
 from bot.format import first_line
@@ -111,15 +113,20 @@ def build_application(
 
     new_commands = filters.COMMAND & filters.UpdateType.MESSAGE
     app.add_handler(MessageHandler(new_commands, handlers.gate), group=-1)
+    alerts = AlertCommands(handlers)
     callbacks = {
         "corr": handlers.corr, "rank": handlers.rank, "history": handlers.history,
         "chart": handlers.chart, "diverge": handlers.diverge, "status": handlers.status,
         "poll": handlers.poll_now, "help": handlers.help, "start": handlers.start,
+        "alerts": alerts.alerts, "rules": alerts.rules, "mute": alerts.mute, "unmute": alerts.unmute,
+        "subscribe": alerts.subscribe, "unsubscribe": alerts.unsubscribe, "set": alerts.set,
+        "backtest": alerts.backtest,
     }
     assert set(callbacks) == set(SPECS), "every command in SPECS needs a handler"
     for name, cb in callbacks.items():
         app.add_handler(CommandHandler(name, cb, filters=filters.UpdateType.MESSAGE))
     app.add_handler(MessageHandler(new_commands, handlers.unknown))
+    app.add_handler(CallbackQueryHandler(alerts.button))
     app.add_error_handler(reporter)
     app.bot_data["handlers"] = handlers
     app.bot_data["errors"] = reporter
@@ -148,7 +155,7 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     await app.start()
     assert app.updater is not None
     await app.updater.start_polling(
-        timeout=poll_timeout, allowed_updates=["message"], error_callback=_polling_error
+        timeout=poll_timeout, allowed_updates=["message", "callback_query"], error_callback=_polling_error
     )
     log.info("bot @%s is polling %s", app.bot.username, host)
 

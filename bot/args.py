@@ -44,7 +44,18 @@ SPECS: dict[str, Spec] = {
              max_assets=2, window=True, timeframe=True, period=True),
         Spec("diverge", "/diverge [A] [B]", "/diverge btc smallcap_tech",
              "beta-adjusted residual of the last few bars", max_assets=2, timeframe=True),
-        Spec("status", "/status", "/status", "feeds, data freshness, jobs, uptime, version"),
+        Spec("alerts", "/alerts [N]", "/alerts 5", "alerts firing now and the last N episodes"),
+        Spec("rules", "/rules", "/rules", "each alert rule: thresholds, pairs, state"),
+        Spec("mute", "/mute DURATION [RULE|ASSET|A/B]", "/mute 2h btc_diverges",
+             "silence alerts for a while (/mute alone lists mutes)"),
+        Spec("unmute", "/unmute ID|all", "/unmute 3", "lift a mute"),
+        Spec("subscribe", "/subscribe", "/subscribe", "push alerts to this chat (admins, in groups)"),
+        Spec("unsubscribe", "/unsubscribe", "/unsubscribe", "stop alert pushes to this chat"),
+        Spec("set", "/set RULE KEY VALUE", "/set btc_smallcap_coupling above 0.65",
+             "change a rule setting, or /set RULE reset (admins only)", admin=True),
+        Spec("backtest", "/backtest [RULE] [PERIOD]", "/backtest btc_diverges 1y",
+             "how often each rule would have fired (PERIOD 90d, 6m, 1y, all)"),
+        Spec("status", "/status", "/status", "feeds, data freshness, alerts, jobs, uptime, version"),
         Spec("poll", "/poll", "/poll", "poll the feeds now (admins only)", admin=True),
         Spec("help", "/help", "/help", "this list"),
         Spec("start", "/start", "/start", "introduction and this list"),
@@ -115,6 +126,14 @@ def parse_args(cfg: Config, command: str, tokens: Sequence[str]) -> Args:
     resolved = tuple(cfg.resolve(n) for n in names)
     days, label = period if period is not None else (365, "1y")
     return Args(resolved, window, tf, days, label)
+
+
+def parse_period(command: str, token: str) -> tuple[int | None, str] | None:
+    """``1y`` -> (365, "1y"), ``all`` -> (None, "all"); None if ``token`` is not a period."""
+    low = token.lower()
+    if low == "all" or _PERIOD.match(low):
+        return _period(command, low)
+    return None
 
 
 def _period(command: str, low: str) -> tuple[int | None, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.alert_replies import alert_status_lines
 from bot.args import SPECS
 from bot.format import age, arrow, duration, esc, human_bytes, iso_ts, plain, signed, table
 from core import models as q
@@ -116,6 +117,8 @@ def status_reply(
         if stalest is not None:
             lines.append(f"stalest data: {esc(stalest.asset)} {age(stalest.last_bar_ts, now)}")
         lines.append(f"feeds with errors: {len(errors)}")
+        if s.alerts is not None:
+            lines.append(f"alerts firing: {len(s.alerts.firing)} · active mutes: {len(s.alerts.mutes)}")
         return "\n".join(lines)
     lines.append("<b>Data</b> (last bar)")
     lines.append(table(("asset", "tf", "last bar", "age"), fresh, (False, False, False, True)))
@@ -126,6 +129,8 @@ def status_reply(
     for f in errors:
         lines.append(f"⚠ {esc(f.source)}/{esc(f.asset)} {esc((f.last_error_at or '')[:16])}: "
                      f"{esc(f.last_error or '', 200)}")
+    if s.alerts is not None:
+        lines.extend(alert_status_lines(s.alerts))
     if jobs:
         lines.append("<b>Jobs</b>")
         lines.extend(f"{esc(name)}: next {iso_ts(int(t), '1h') if t else '—'}" for name, t in jobs)

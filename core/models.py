@@ -148,6 +148,7 @@ class StatusReport:
     freshness: list[Freshness]
     db_bytes: int
     version: str
+    alerts: AlertStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -172,3 +173,65 @@ class AlertEvent:
     fire_value: float | None
     detail: dict[str, float]
     fire_detail: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EpisodeView:
+    """An alert episode as /alerts lists it."""
+
+    id: int
+    rule: str
+    kind: str
+    key: str  # "A/B" or a source
+    timeframe: str | None
+    window: int | None
+    severity: str
+    fired_ts: int
+    resolved_ts: int | None
+    fire_value: float | None
+
+
+@dataclass(frozen=True)
+class AlertsView:
+    firing: list[EpisodeView]
+    recent: list[EpisodeView]
+
+
+@dataclass(frozen=True)
+class RuleView:
+    name: str
+    kind: str
+    severity: str
+    timeframe: str
+    window: int | None
+    pairs: list[str]
+    settings: dict[str, str]  # kind-specific thresholds and lifecycle settings, as shown
+    overrides: dict[str, str]  # what /set changed
+    firing: int
+    episodes: int
+
+
+@dataclass(frozen=True)
+class MuteView:
+    id: int
+    rule: str | None
+    target: str | None
+    until_ts: float
+    by: str | None
+
+
+@dataclass(frozen=True)
+class BacktestSummary:
+    period_label: str
+    start_ts: int | None
+    end_ts: int | None
+    rows: list[tuple[str, str, int]]  # (rule, "A/B", episodes fired in the period)
+
+
+@dataclass(frozen=True)
+class AlertStatus:
+    firing: list[EpisodeView]
+    backlog: int  # outbox rows waiting
+    failed: int  # outbox rows that could not be delivered
+    last_eval_ts: int | None
+    mutes: list[MuteView]

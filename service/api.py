@@ -9,8 +9,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from core.config import Config
-from core.models import ChartData, CorrReading, Divergence, Freshness, History, Ranking, StatusReport
+from core.errors import UserInputError
+from core.models import (
+    AlertsView,
+    BacktestSummary,
+    ChartData,
+    CorrReading,
+    Divergence,
+    Freshness,
+    History,
+    MuteView,
+    Ranking,
+    RuleView,
+    StatusReport,
+)
+from service import alert_queries as aq
 from service import queries as q
+from storage import alerts as alert_store
+from storage import push_chats
 from storage.readers import QueryRunner
 
 PollFn = Callable[[], Awaitable[str]]
@@ -46,7 +62,48 @@ class ServiceApi:
         )
 
     async def status(self) -> StatusReport:
-        return await self.db.call(q.status, self.cfg)
+        report = await self.db.call(q.status, self.cfg)
+        alerts = await self.db.call(aq.alert_status, self.cfg)
+        return StatusReport(report.feeds, report.freshness, report.db_bytes, report.version, alerts)
+
+    async def alerts(self, n: int) -> AlertsView:
+        return await self.db.call(aq.alerts, self.cfg, n)
+
+    async def rules(self) -> list[RuleView]:
+        return await self.db.call(aq.rules, self.cfg)
+
+    async def mute(self, seconds: int, target: str | None, by: str | None) -> MuteView:
+        return await self.db.call(aq.mute, self.cfg, seconds, target, by)
+
+    async def mute_episode(self, episode_id: int, seconds: int, by: str | None) -> MuteView:
+        return await self.db.call(aq.mute_episode, self.cfg, episode_id, seconds, by)
+
+    async def mutes(self) -> list[MuteView]:
+        return await self.db.call(aq.mutes, self.cfg)
+
+    async def unmute(self, ids: list[int] | None) -> int:
+        return await self.db.call(aq.unmute, self.cfg, ids)
+
+    async def subscribe(self, chat_id: int) -> bool:
+        return await self.db.call(push_chats.subscribe, chat_id)
+
+    async def unsubscribe(self, chat_id: int) -> bool:
+        return await self.db.call(push_chats.unsubscribe, chat_id)
+
+    async def set_rule(self, rule: str, key: str, value: str, by: str | None) -> RuleView:
+        return await self.db.call(aq.set_rule, self.cfg, rule, key, value, by)
+
+    async def reset_rule(self, rule: str) -> RuleView:
+        return await self.db.call(aq.reset_rule, self.cfg, rule)
+
+    async def backtest(self, rule: str | None, period_days: int | None, label: str) -> BacktestSummary:
+        return await self.db.call(aq.backtest_summary, self.cfg, rule, period_days, label)
+
+    async def episode_chart(self, episode_id: int) -> ChartData:
+        ep = await self.db.call(alert_store.get_episode, episode_id)
+        if ep is None or ep.a is None or ep.b is None:
+            raise UserInputError("no chart for that alert")
+        return await self.chart(ep.a, ep.b, window=ep.window, timeframe=ep.timeframe or "1d", period_days=365)
 
     async def poll(self) -> str | None:
         return None if self._poll is None else await self._poll()

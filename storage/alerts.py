@@ -235,3 +235,9 @@ def fire_outbox_id(db: sqlite_utils.Database, episode_id: int, chat: str) -> int
         [episode_id, chat],
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+def outbox_counts(db: sqlite_utils.Database) -> tuple[int, int]:
+    """(rows waiting to be delivered, rows that failed for good)."""
+    row = db.execute("SELECT sum(status = 'pending'), sum(status = 'failed') FROM outbox").fetchone()
+    return int(row[0] or 0), int(row[1] or 0)

@@ -10,6 +10,8 @@ import re
 import threading
 from pathlib import Path
 
+import sqlite_utils
+
 from core.clock import now_iso
 from storage.db import open_db
 
@@ -67,3 +69,28 @@ class PushChats:
     def close(self) -> None:
         with self._lock:
             self._db.conn.close()
+
+
+def subscribe(db: sqlite_utils.Database, chat_id: ChatId) -> bool:
+    """Pushes go to ``chat_id`` from now on; False if it was already getting them."""
+    key = str(chat_id)
+    row = db.execute("SELECT enabled FROM push_chats WHERE configured = ?", [key]).fetchone()
+    if row is not None and row[0]:
+        return False
+    db.execute(
+        "INSERT INTO push_chats (configured, chat_id, enabled, reason, updated_at, origin) "
+        "VALUES (?, ?, 1, NULL, ?, 'subscribe') ON CONFLICT (configured) DO UPDATE SET enabled = 1, "
+        "reason = NULL, updated_at = excluded.updated_at",
+        [key, key, now_iso()],
+    )
+    return True
+
+
+def unsubscribe(db: sqlite_utils.Database, chat_id: ChatId) -> bool:
+    """No more pushes to ``chat_id`` (configured or subscribed); False if it got none."""
+    cur = db.execute(
+        "UPDATE push_chats SET enabled = 0, reason = 'unsubscribed', updated_at = ? "
+        "WHERE (configured = ? OR chat_id = ?) AND enabled = 1",
+        [now_iso(), str(chat_id), str(chat_id)],
+    )
+    return cur.rowcount > 0

@@ -189,6 +189,23 @@ class BotApiServer:
         self._wake()
         return int(upd["update_id"])
 
+    def push_callback(self, data: str, *, user_id: int = 1850121251, chat_id: int | None = None,
+                      message_id: int = 391) -> str:
+        """Queue a callback_query update (an inline button press), shaped like the recorded one."""
+        upd = copy.deepcopy(load_fixture("INLINE-KEYBOARD-RESULT", self.fixtures))
+        self._next_update += 1
+        upd["update_id"] = self._next_update
+        cq = upd["callback_query"]
+        cq["id"] = f"cq{self._next_update}"
+        cq["from"]["id"] = user_id
+        cq["message"]["chat"] = self.chat(user_id if chat_id is None else chat_id)
+        cq["message"]["message_id"] = message_id
+        cq["message"]["from"] = {k: self.me[k] for k in ("id", "is_bot", "first_name", "username")}
+        cq["data"] = data
+        self._updates.append(upd)
+        self._wake()
+        return str(cq["id"])
+
     def _wake(self) -> None:
         """Release a waiting getUpdates, also when called from another thread (the bench)."""
         try:

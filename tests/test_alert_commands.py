@@ -1,0 +1,156 @@
+"""The alert commands and buttons through the real PTB Application and the loopback Bot API,
+on a copy of the real demo database with rules configured and alerts firing."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botapi_server import ADMIN, GROUP, STRANGER, USER, BotHarness, demo_config
+from test_alerts import DIVERGE, LEVEL, with_rules
+
+from service.backtest import backtest
+from service.evaluate import evaluate
+from storage.db import open_db
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotHarness]:
+    base = demo_config()
+    path = tmp_path_factory.mktemp("alertcmds") / "alerts.db"
+    src = sqlite3.connect(base.storage.path)
+    with sqlite3.connect(path) as dst:
+        src.backup(dst)
+    src.close()
+    cfg = with_rules(base, LEVEL, DIVERGE, path=path)
+    cfg = cfg.model_copy(update={"telegram": base.telegram})
+    db = open_db(path)
+    evaluate(db, cfg, ["team"], now=1.9e9)  # no state: starts at the latest bar (2025-08-22)
+    db.close()
+    h = BotHarness(cfg)
+    yield h
+    h.close()
+
+
+def one(bot: BotHarness, text: str, **kw: Any) -> str:
+    replies = bot.ask(text, **kw)
+    assert len(replies) == 1, [r.text for r in replies]
+    return replies[0].plain
+
+
+def rows(bot: BotHarness, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(bot.cfg.storage.path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_alerts_lists_what_is_firing(bot: BotHarness) -> None:
+    firing = rows(bot, "SELECT rule, key, fire_value FROM episodes WHERE resolved_ts IS NULL ORDER BY id")
+    assert firing, "BTC/IWM w30 is at +0.67 on 2025-08-22: coupling fires"
+    text = one(bot, "/alerts 3")
+    assert f"Firing now ({len(firing)})" in text
+    for rule, key, value in firing:
+        line = next(line for line in text.splitlines() if rule in line and key in line)
+        assert "firing" in line and f"{value:+.2f}" in line
+
+
+def test_rules_show_thresholds_pairs_and_state(bot: BotHarness) -> None:
+    text = one(bot, "/rules")
+    assert "coupling · corr_level · 1d w30" in text and "above 0.6, clear_below 0.4" in text
+    assert "pairs: BTC/IWM, BTC/SMALLCAP_TECH, ETH/IWM" in text
+    assert re.search(r"diverge · divergence · 1d w90 · (quiet|🔔 \d+ firing)", text)
+
+
+def test_mute_list_and_unmute(bot: BotHarness) -> None:
+    reply = one(bot, "/mute 2h btc/iwm")
+    m = re.search(r"Muted #(\d+) BTC/IWM until", reply)
+    assert m, reply
+    assert f"#{m.group(1)} BTC/IWM" in one(bot, "/mute")
+    assert rows(bot, f"SELECT rule, target FROM mutes WHERE id = {m.group(1)}") == [(None, "BTC/IWM")]
+    assert "Lifted 1 mute" in one(bot, f"/unmute {m.group(1)}")
+    assert "No active mutes" in one(bot, "/mute")
+
+
+@pytest.mark.parametrize("args", ["", "abc", "2h nosuch", "0m", "45d", "2h btc/btc", "1h a b c"])
+def test_bad_mute_arguments_get_one_line(bot: BotHarness, args: str) -> None:
+    text = one(bot, f"/mute {args}" if args else "/unmute")
+    assert "\n" not in text and ("usage:" in text or "unknown" in text or "not a watched pair" in text
+                                 or "from 1m to 30d" in text), text
+
+
+def test_set_is_for_admins_validated_and_resettable(bot: BotHarness) -> None:
+    assert "admins only" in one(bot, "/set coupling above 0.7", user_id=USER)
+    text = one(bot, "/set coupling above 0.7", user_id=ADMIN)
+    assert "above = 0.7" in text and "set: above=0.7" in text
+    assert "set: above=0.7" in one(bot, "/rules")
+    bad = one(bot, "/set coupling above 2", user_id=ADMIN)
+    assert "coupling.above" in bad and "1" in bad
+    assert "no settable key" in one(bot, "/set coupling colour red", user_id=ADMIN)
+    assert "unknown rule" in one(bot, "/set nosuch above 0.5", user_id=ADMIN)
+    assert "back to its configured settings" in one(bot, "/set coupling reset", user_id=ADMIN)
+    assert "set: " not in one(bot, "/rules")
+
+
+def test_backtest_counts_per_pair(bot: BotHarness) -> None:
+    text = one(bot, "/backtest coupling all")
+    db = open_db(bot.cfg.storage.path)
+    expected: dict[str, int] = {}
+    for e in backtest(db, bot.cfg, rule="coupling"):
+        expected[f"{e.a}/{e.b}"] = expected.get(f"{e.a}/{e.b}", 0) + 1
+    db.close()
+    for pair, n in expected.items():
+        assert f"coupling {pair}: would have fired {n} time" in text
+    assert "unknown rule" in one(bot, "/backtest nosuch")
+
+
+def test_subscribe_private_and_group_admin_only(bot: BotHarness) -> None:
+    assert "will get alert pushes" in one(bot, "/subscribe", user_id=USER)
+    assert "already gets" in one(bot, "/subscribe", user_id=USER)
+    assert rows(bot, f"SELECT enabled, origin FROM push_chats WHERE configured = '{USER}'") == [(1, "subscribe")]
+    assert "admins only" in one(bot, "/subscribe", chat_id=GROUP, chat_type="group", user_id=USER)
+    assert "No more alert pushes" in one(bot, "/unsubscribe", user_id=USER)
+    assert rows(bot, f"SELECT enabled FROM push_chats WHERE configured = '{USER}'") == [(0,)]
+
+
+def _episode(bot: BotHarness) -> tuple[int, str, str]:
+    eid, rule, key = rows(bot, "SELECT id, rule, key FROM episodes WHERE key LIKE '%/%' ORDER BY id LIMIT 1")[0]
+    return int(eid), str(rule), str(key)
+
+
+def test_mute_button_mutes_that_rule_and_pair(bot: BotHarness) -> None:
+    eid, rule, key = _episode(bot)
+    before = len(bot.server.sent("answerCallbackQuery"))
+    bot.server.push_callback(f"m:{eid}:24h", user_id=USER)
+    bot.run(bot.server.wait_for("answerCallbackQuery", count=before + 1, timeout=10))
+    answer = bot.server.sent("answerCallbackQuery")[-1].params
+    assert f"Muted {rule} {key} for 24h" in answer["text"]
+    assert rows(bot, "SELECT rule, target FROM mutes ORDER BY id DESC LIMIT 1") == [(rule, key)]
+
+
+def test_chart_button_sends_the_alert_pair(bot: BotHarness) -> None:
+    eid, _, key = _episode(bot)
+    before = len(bot.server.sent("sendPhoto"))
+    bot.server.push_callback(f"c:{eid}", user_id=USER)
+    photos = bot.run(bot.server.wait_for("sendPhoto", count=before + 1, timeout=30))
+    a, b = key.split("/")
+    assert f"{a} / {b}" in photos[-1].params["caption"]
+
+
+def test_buttons_refuse_strangers_and_unknown_data(bot: BotHarness) -> None:
+    eid, _, _ = _episode(bot)
+    n_mutes = len(rows(bot, "SELECT id FROM mutes"))
+    before = len(bot.server.sent("answerCallbackQuery"))
+    bot.server.push_callback(f"m:{eid}:1h", user_id=STRANGER)
+    bot.server.push_callback("bogus", user_id=USER)
+    calls = bot.run(bot.server.wait_for("answerCallbackQuery", count=before + 2, timeout=10))
+    texts = [c.params.get("text", "") for c in calls[-2:]]
+    assert "private" in texts[0] and "not ours" in texts[1]
+    assert len(rows(bot, "SELECT id FROM mutes")) == n_mutes
+
+
+def test_status_shows_alerts_to_admins(bot: BotHarness) -> None:
+    text = one(bot, "/status", user_id=ADMIN)
+    assert re.search(r"Alerts: \d+ firing · outbox \d+ waiting", text)
+    assert "alerts firing:" in one(bot, "/status", user_id=USER)
