@@ -233,6 +233,21 @@ def _set_x_axis(ax: Axes, x: np.ndarray[Any, Any]) -> None:
     ax.xaxis.set_major_formatter(formatter)
 
 
+def _draw_spans(axes: tuple[Axes, Axes], data: ChartData, x: np.ndarray[Any, Any]) -> None:
+    """Shade alert episodes (label at the top left of each span) so the alert meets its context."""
+    finite = x[np.isfinite(x)]
+    if not data.spans or finite.size == 0:
+        return
+    last = float(finite.max())
+    for label, start, end in data.spans:
+        x0 = float(_x(pd.DatetimeIndex([pd.Timestamp(start, unit="s", tz="UTC")]))[0])
+        x1 = last if end is None else float(_x(pd.DatetimeIndex([pd.Timestamp(end, unit="s", tz="UTC")]))[0])
+        for ax in axes:
+            ax.axvspan(x0, max(x1, x0 + 0.5), color=_LEVEL, alpha=0.15, linewidth=0, zorder=0)
+        axes[0].text(x0, 0.98, f" {_esc(label)}", transform=axes[0].get_xaxis_transform(), ha="left", va="top",
+                     fontsize=_TICK_PT, color=_LEVEL, zorder=6)
+
+
 def render_chart(data: ChartData) -> bytes:
     """Draw ``data`` and return the PNG bytes (about 1080 x 1350 px)."""
     fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained", facecolor="white")
@@ -247,6 +262,7 @@ def render_chart(data: ChartData) -> bytes:
 
     _draw_corr(top, data, xc, value, lo, hi)
     _draw_prices(bottom, data, xp, pa, pb)
+    _draw_spans((top, bottom), data, np.concatenate([xc, xp]))
 
     _set_x_axis(bottom, np.concatenate([xc, xp]))
     for ax in (top, bottom):

@@ -121,6 +121,8 @@ class ChartData:
     price_b: pd.Series
     levels: tuple[float, ...]
     asof: str  # ISO date or timestamp of the last observation
+    # Alert episodes to shade: (label, start, end or None while firing), UTC epoch seconds.
+    spans: tuple[tuple[str, int, int | None], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ class ServiceApi:
         ep = await self.db.call(alert_store.get_episode, episode_id)
         if ep is None or ep.a is None or ep.b is None:
             raise UserInputError("no chart for that alert")
-        return await self.chart(ep.a, ep.b, window=ep.window, timeframe=ep.timeframe or "1d", period_days=365)
+        spans = ((ep.rule, ep.fired_ts, ep.resolved_ts),)
+        return await self.db.call(q.chart_data, self.cfg, ep.a, ep.b, window=ep.window,
+                                  timeframe=ep.timeframe or "1d", period_days=365, spans=spans)
 
     async def poll(self) -> str | None:
         return None if self._poll is None else await self._poll()

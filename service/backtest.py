@@ -7,7 +7,7 @@ are skipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import sqlite_utils
@@ -17,7 +17,7 @@ from core.errors import UserInputError
 from core.models import iso
 from core.rules import StaleRule
 from monitors.lifecycle import LifeState
-from service.alerts import ALL, effective_rules, rule_inputs, run_rule
+from service.alerts import ALL, detail_at, effective_rules, rule_inputs, run_rule
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Episode:
     fired_ts: int
     resolved_ts: int | None
     value: float  # the rule's measured value on the firing bar
+    detail: dict[str, float] = field(default_factory=dict)  # what a fire message shows
+    resolve_value: float | None = None
+    resolve_detail: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         return {"rule": self.rule, "kind": self.kind, "a": self.a, "b": self.b, "timeframe": self.timeframe,
@@ -61,10 +64,11 @@ def backtest(
             assert ki.a is not None and ki.b is not None
             if tr.kind == "fire":
                 open_[ki.key] = Episode(r.name, r.kind, ki.a, ki.b, r.timeframe, cfg.rule_window(r), tr.ts, None,
-                                        float(ki.signal.value[0, tr.bar]))
+                                        float(ki.signal.value[0, tr.bar]), detail_at(ki, tr.bar))
             elif tr.kind == "resolve" and ki.key in open_:
                 ep = open_.pop(ki.key)
-                out.append(Episode(**{**ep.__dict__, "resolved_ts": tr.ts}))
+                out.append(replace(ep, resolved_ts=tr.ts, resolve_value=float(ki.signal.value[0, tr.bar]),
+                                   resolve_detail=detail_at(ki, tr.bar)))
         out.extend(open_.values())
     out.sort(key=lambda e: (e.fired_ts, e.rule, e.a, e.b))
     return out

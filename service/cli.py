@@ -184,8 +184,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(rank_table(queries.rank(db, cfg, a)), end="\n\n")
     print(history_table(queries.history(db, cfg, "BTC")), end="\n\n")
     print("\n".join(reading_lines(queries.corr_readings(db, cfg)[-1])))
+    _demo_alerts(db, cfg, Path(args.db).resolve())
     print(f"\ndatabase: {cfg.storage.path}  (browse it: datasette {args.db})")
     return 0
+
+
+def _demo_alerts(db: object, cfg: Config, db_path: Path) -> None:
+    """Replay the example config's alert rules over the bundled data; print every push."""
+    from bot.format import strip_html
+    from service.backtest import counts_per_year
+    from service.demo import notable_chart, replay_alerts, with_example_rules
+
+    rcfg = with_example_rules(cfg)
+    replay = replay_alerts(db, rcfg)  # type: ignore[arg-type]
+    print(f"\n=== The alerts config.example.toml's rules would have pushed, 2019–2025 "
+          f"({len(replay.pushes)} messages) ===\n")
+    for text in replay.pushes:
+        print(strip_html(text), end="\n\n")
+    print(backtest_table([], counts_per_year(replay.episodes)).split("\n", 1)[0] if not replay.episodes
+          else backtest_table(replay.episodes, counts_per_year(replay.episodes)).split("\n\n")[-1])
+    if replay.notable is not None:
+        ep = replay.notable
+        png = db_path.with_name(db_path.stem + "-alert.png")
+        png.write_bytes(notable_chart(db, rcfg, ep))  # type: ignore[arg-type]
+        when = iso(ep.fired_ts, ep.timeframe)
+        print(f"\nchart of the most notable episode ({ep.rule}, {ep.a}/{ep.b}, {when}, value {ep.value:+.2f}): {png}")
 
 
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:

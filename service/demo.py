@@ -8,16 +8,25 @@ Data: service/demo_data/ (see its README for provenance).
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sqlite_utils
 
+from bot import alert_text
+from bot.charts import render_chart
 from core.config import Config, parse_config
+from core.errors import CorrbotError
+from core.models import AlertEvent
+from service.backtest import Episode, backtest
 from service.pipeline import UpdateReport, update_correlations
+from service.queries import chart_data
 from service.sync import ImportReport, import_csv
 from storage.db import open_db
 
 DATA = Path(__file__).with_name("demo_data")
+# The demo replays the rules a new installation starts with: those of config.example.toml.
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config.example.toml"
 
 DEMO_TOML = """
 [correlation]
@@ -72,3 +81,52 @@ def import_all(db: sqlite_utils.Database, cfg: Config) -> list[ImportReport]:
 def run_demo(db: sqlite_utils.Database, cfg: Config) -> tuple[list[ImportReport], UpdateReport]:
     reports = import_all(db, cfg)
     return reports, update_correlations(db, cfg)
+
+
+def with_example_rules(cfg: Config, example: Path = EXAMPLE_CONFIG) -> Config:
+    """``cfg`` plus the [[rules]] of config.example.toml (rules on pairs the demo lacks dropped)."""
+    try:
+        rules = tomllib.loads(example.read_text(encoding="utf-8")).get("rules", [])
+    except OSError as exc:
+        raise CorrbotError(f"cannot read {example} for the demo's alert rules ({exc.strerror})") from None
+    data = cfg.model_dump(mode="json")
+    data["rules"] = rules
+    return parse_config(data)
+
+
+@dataclass(frozen=True)
+class Replay:
+    pushes: list[str]  # Telegram HTML, in the order they would have been sent
+    episodes: list[Episode]
+    notable: Episode | None
+
+
+def replay_alerts(db: sqlite_utils.Database, cfg: Config) -> Replay:
+    """What the rules would have pushed over the bundled history: fires grouped per rule and
+    bar, each resolve on its own (it replies to its fire), as the live service sends them."""
+    episodes = backtest(db, cfg)
+    rules = {r.name: r for r in cfg.rules}
+    fires: dict[tuple[int, str], list[AlertEvent]] = {}
+    resolves: list[tuple[int, str, AlertEvent]] = []
+    for e in episodes:
+        rule = rules[e.rule]
+        fire = AlertEvent("fire", rule, f"{e.a}/{e.b}", e.a, e.b, e.window, None, e.fired_ts, None, e.value,
+                          e.value, e.detail, e.detail)
+        fires.setdefault((e.fired_ts, e.rule), []).append(fire)
+        if e.resolved_ts is not None:
+            resolves.append((e.resolved_ts, e.rule, replace(fire, kind="resolve", resolved_ts=e.resolved_ts,
+                                                            value=e.resolve_value, detail=e.resolve_detail)))
+    timeline = [(ts, 0, rule, alert_text.fire_text(evs)) for (ts, rule), evs in fires.items()]
+    timeline += [(ts, 1, rule, alert_text.resolve_text(ev)) for ts, rule, ev in resolves]
+    timeline.sort(key=lambda t: (t[0], t[1], t[2]))
+    scored = [e for e in episodes if e.kind == "divergence"] or episodes
+    notable = max(scored, key=lambda e: abs(e.value), default=None)
+    return Replay([t[3] for t in timeline], episodes, notable)
+
+
+def notable_chart(db: sqlite_utils.Database, cfg: Config, ep: Episode) -> bytes:
+    """The /chart picture around an episode: 6 months to 2 months after, the episode shaded."""
+    end = (ep.resolved_ts or ep.fired_ts) + 60 * 86400
+    data = chart_data(db, cfg, ep.a, ep.b, window=ep.window, timeframe=ep.timeframe, period_days=240,
+                      until=end, spans=((ep.rule, ep.fired_ts, ep.resolved_ts),))
+    return render_chart(data)

@@ -28,6 +28,7 @@ from core.models import (
     Ranking,
     RankRow,
     StatusReport,
+    iso,
 )
 from monitors.align import pair_returns
 from monitors.stats import pearson, window_stats
@@ -167,29 +168,38 @@ def chart_data(
     window: int | None = None,
     timeframe: str = "1d",
     period_days: int | None = 365,
+    until: int | None = None,
+    spans: tuple[tuple[str, int, int | None], ...] = (),
 ) -> ChartData:
-    """The correlation series with its CI and both prices rebased to 100, over the period."""
+    """The correlation series with its CI and both prices rebased to 100, over the period
+    ending at the latest observation (or at ``until``); ``spans`` are alert episodes to shade."""
     reading = corr_readings(
         db, cfg, a, b, window=window if window is not None else cfg.default_window(timeframe), timeframe=timeframe
     )[0]
     ca, cb = _oriented(cfg, reading.a, reading.b)
     sid = corr_store.find_series(db, ca, cb, reading.timeframe, reading.window)
-    since = None if period_days is None or reading.asof is None else reading.asof - period_days * DAY
+    last = reading.asof if until is None or reading.asof is None else min(until, reading.asof)
+    since = None if period_days is None or last is None else last - period_days * DAY
     series = (
         corr_store.read_series(db, sid, since) if sid is not None else pd.DataFrame(columns=["value", "ci_lo", "ci_hi"])
     )
+    if until is not None:
+        series = series[series.index <= until]
+        last = int(series.index.max()) if len(series) else last
     corr = series[["value", "ci_lo", "ci_hi"]].astype("float64")
     corr.index = pd.to_datetime(corr.index.astype("int64"), unit="s", utc=True)
     panel = build_panel(db, cfg, reading.timeframe)
     both = panel[[reading.a, reading.b]].dropna()
     if since is not None:
         both = both[both.index >= since]
+    if until is not None:
+        both = both[both.index <= until]
     rebased = both / both.iloc[0] * 100.0 if len(both) else both
     rebased.index = pd.to_datetime(rebased.index.astype("int64"), unit="s", utc=True)
     return ChartData(
         reading.a, reading.b, reading.timeframe, reading.window, corr,
         rebased[reading.a].astype("float64"), rebased[reading.b].astype("float64"),
-        tuple(cfg.telegram.alert_levels), reading.asof_iso() or "",
+        tuple(cfg.telegram.alert_levels), iso(last, reading.timeframe) or "", spans,
     )
 
 
