@@ -72,12 +72,13 @@ def history_reply(h: q.History, periods_per_table: int = 6) -> str:
 
 
 def diverge_reply(d: q.Divergence) -> str:
-    z = f"z {signed(d.zscore)}" if d.zscore is not None else "z —"
+    unit = "session" if d.timeframe == "1d" else "hour"
+    z = f"z {d.zscore:+.1f}" if d.zscore is not None else "z —"
     return "\n".join(
         [
-            f"<b>{esc(d.a)} vs {esc(d.b)}</b> · {esc(d.timeframe)} · last {d.bars} bars",
-            f"residual <b>{d.residual * 100:+.2f}%</b> ({z}) after β {plain(d.beta)}",
-            f"(how far {esc(d.a)} moved beyond β × {esc(d.b)})",
+            f"<b>{esc(d.a)} vs {esc(d.b)}</b> · {esc(d.timeframe)} · last {d.bars} {unit}s (β over {d.window})",
+            f"{esc(d.a)} {d.r_a * 100:+.1f}% vs {esc(d.b)} {d.r_b * 100:+.1f}%; expected {d.expected * 100:+.1f}% "
+            f"(β {plain(d.beta)}); residual <b>{d.residual * 100:+.1f}%</b>, {z} (ρ {signed(d.rho)})",
             f"as of {iso_ts(d.asof, d.timeframe)}",
         ]
     )

@@ -127,13 +127,22 @@ class ChartData:
 
 @dataclass(frozen=True)
 class Divergence:
+    """How far the crypto asset moved beyond what its beta to the equity side predicts, over the
+    last ``bars`` returns; β, ρ and the residual sd come from the ``window`` returns before them.
+    Returns are sums of log returns (so expected + residual = R_c on screen)."""
+
     a: str
     b: str
     timeframe: str
+    window: int
     bars: int
-    residual: float  # Σ over the last `bars` returns of (x − β·y), in log-return units
-    zscore: float | None  # residual / (σ of residuals in the window · √bars)
+    r_a: float  # Σ log returns of a over the last `bars`
+    r_b: float
+    expected: float  # β · r_b
+    residual: float  # r_a − expected
+    zscore: float | None  # residual / (sd of residuals in the window · √bars)
     beta: float
+    rho: float
     asof: int
 
 

@@ -30,8 +30,10 @@ from core.models import (
     StatusReport,
     iso,
 )
+from core.rules import DivergenceRule
 from monitors.align import pair_returns
-from monitors.stats import pearson, window_stats
+from monitors.rules import divergence_signal
+from monitors.stats import pearson
 from service.pipeline import build_panel
 from storage import corr as corr_store
 from storage.bars import bar_counts
@@ -209,32 +211,33 @@ def divergence(
     a: str | None = None,
     b: str | None = None,
     *,
-    bars: int = 5,
     timeframe: str = "1d",
 ) -> Divergence:
-    """How far a moved beyond what its beta to b explains, over the last `bars` returns.
+    """The divergence rule's numbers for the latest bar, from the same code as the alert.
 
-    β is estimated over the default window of returns *before* those bars, so a sharp
-    divergence does not hide itself by bending the estimate.
+    Window and horizon are those of the first `divergence` rule watching the pair (else of
+    any divergence rule, else the default window and 3 bars): what /diverge shows is what
+    the alert would say.
     """
     tf = check_timeframe(cfg, timeframe)
     reading = corr_readings(db, cfg, a, b, window=cfg.default_window(tf), timeframe=tf)[0]
-    w = reading.window
-    if not 1 <= bars <= 50:
-        raise BadWindowError("bars must be between 1 and 50")
+    ca, cb = _oriented(cfg, reading.a, reading.b)
+    rules = [r for r in cfg.rules if isinstance(r, DivergenceRule)]
+    rule = next((r for r in rules if (ca, cb) in cfg.rule_pairs(r)), rules[0] if rules else None)
+    w = cfg.rule_window(rule) if rule is not None and rule.timeframe == tf else cfg.default_window(tf)
+    horizon = rule.horizon if rule is not None else 3
     panel = build_panel(db, cfg, tf)
-    r = pair_returns(panel[reading.a].dropna(), panel[reading.b].dropna(), tf)
-    if len(r) < w + bars:
-        raise NotEnoughDataError(f"{reading.a}/{reading.b} {tf} divergence", len(r), w + bars)
-    est, recent = r.iloc[-(w + bars) : -bars], r.iloc[-bars:]
-    x, y = est["x"].to_numpy(), est["y"].to_numpy()
-    _, _, _, beta_arr = window_stats(x[None, :], y[None, :])
-    beta = float(beta_arr[0])
-    resid_est = x - beta * y
-    residual = float((recent["x"] - beta * recent["y"]).sum())
-    sd = float(np.std(resid_est - resid_est.mean(), ddof=1))
-    z = residual / (sd * np.sqrt(bars)) if sd > 0 else None
-    return Divergence(reading.a, reading.b, tf, bars, residual, z, beta, int(r.index[-1]))
+    r = pair_returns(panel[ca].dropna(), panel[cb].dropna(), tf)
+    need = w + horizon
+    if len(r) < need:
+        raise NotEnoughDataError(f"{ca}/{cb} {tf} divergence", len(r), need)
+    tail = r.iloc[-need:]  # the evaluated bar plus window + horizon − 1 returns of context
+    sig = divergence_signal(tail["x"].to_numpy()[None, :], tail["y"].to_numpy()[None, :], window=w,
+                            horizon=horizon, z=3.0, min_corr=-1.0)
+    d = {k: float(v[0, -1]) for k, v in sig.detail.items()}
+    z = float(sig.value[0, -1])
+    return Divergence(ca, cb, tf, w, horizon, d["R_c"], d["R_e"], d["expected"], d["residual"],
+                      z if np.isfinite(z) else None, d["beta"], d["rho"], int(r.index[-1]))
 
 
 def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[Freshness]:

@@ -48,3 +48,17 @@ def expected(a: pd.Series, b: pd.Series, window: int, lam: float, same_session=N
             "n": np.minimum(np.arange(1, len(r) + 1), window),
         }
     )
+
+
+def divergence_last(a: pd.Series, b: pd.Series, window: int, horizon: int) -> dict[str, float]:
+    """The divergence rule's numbers for the last bar, straight from pandas: aligned log returns,
+    β and ρ over the `window` returns before the last `horizon`, residual sd with ddof=1."""
+    j = pd.concat([a.rename("c"), b.rename("e")], axis=1, join="inner").sort_index()
+    r = np.log(j).diff().iloc[1:]
+    est, recent = r.iloc[-(window + horizon):-horizon], r.iloc[-horizon:]
+    beta = est["c"].cov(est["e"]) / est["e"].var()
+    resid_sd = (est["c"] - beta * est["e"]).std(ddof=1)
+    r_c, r_e = recent["c"].sum(), recent["e"].sum()
+    residual = r_c - beta * r_e
+    return {"r_a": r_c, "r_b": r_e, "expected": beta * r_e, "residual": residual, "beta": beta,
+            "rho": est["c"].corr(est["e"]), "z": residual / (resid_sd * np.sqrt(horizon))}

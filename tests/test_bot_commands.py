@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from botapi_server import ADMIN, GROUP, STRANGER, BotHarness, demo_config
+from reference import basket, daily_close, divergence_last
 
 from bot.args import SPECS
 from core.models import CorrReading
 from service import queries as q
+from service.demo import demo_files
 from storage.db import open_db
 
 NUM = r"([+-]?\d+\.\d+|—)"
@@ -141,15 +143,26 @@ def test_history_table(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-
         assert close(got[(row.b, row.period)], row.value), row
 
 
-def test_diverge(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def]
-    for args, a, b in (("", None, None), ("eth qqq", "ETH", "QQQ")):
-        d = q.divergence(db, bot.cfg, a, b)
-        text = one(bot, f"/diverge {args}".strip())
-        m = re.search(rf"residual {NUM}%\s+\(z {NUM}\) after β {NUM}", text)
-        assert m, text
-        assert close(num(m.group(1)), d.residual * 100)
-        assert close(num(m.group(2)), d.zscore) and close(num(m.group(3)), d.beta)
-        assert f"last {d.bars} bars" in text and f"{d.a} vs {d.b}" in text
+PCT = r"([+-]\d+\.\d)%"
+
+
+@pytest.mark.parametrize("args, a, b", [("", "BTC", "SMALLCAP_TECH"), ("eth qqq", "ETH", "QQQ")])
+def test_diverge_numbers_equal_pandas(bot: BotHarness, args: str, a: str, b: str) -> None:
+    prices = {name: daily_close(path) for name, path in demo_files().items()}
+    sessions = prices["IWM"].index
+    prices["SMALLCAP_TECH"] = basket({m: prices[m].reindex(sessions).dropna() for m in ("PSCT", "XSW")},
+                                     {"PSCT": 0.5, "XSW": 0.5})
+    ref = divergence_last(prices[a], prices[b], 90, 3)
+    text = one(bot, f"/diverge {args}".strip())
+    assert f"{a} vs {b}" in text and "last 3 sessions (β over 90)" in text
+    m = re.search(rf"{a} {PCT} vs {b} {PCT}; expected {PCT} \(β {NUM}\); residual {PCT}, z ([+-]\d+\.\d) "
+                  rf"\(ρ {NUM}\)", text)
+    assert m, text
+    got = [float(x) for x in m.groups()]
+    want = [ref["r_a"] * 100, ref["r_b"] * 100, ref["expected"] * 100, ref["beta"], ref["residual"] * 100,
+            ref["z"], ref["rho"]]
+    for g, w, tol in zip(got, want, (0.051, 0.051, 0.051, 0.0051, 0.051, 0.051, 0.0051), strict=True):
+        assert abs(g - w) <= tol, (g, w, text)
 
 
 def test_chart_is_a_png_with_a_short_caption(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def]
