@@ -46,10 +46,10 @@ async def server() -> AsyncIterator[BotApiServer]:
 
 
 @pytest.fixture
-async def bot(server: BotApiServer) -> AsyncIterator[ExtBot[None]]:
+async def bot(server: BotApiServer) -> AsyncIterator[ExtBot[int]]:
     # read timeout well under the scripted stalls (1 s), so a stall is a TimedOut
     request = HTTPXRequest(read_timeout=0.3, connection_pool_size=32)
-    b: ExtBot[None] = ExtBot(TOKEN, base_url=server.base_url, request=request, rate_limiter=AIORateLimiter())
+    b: ExtBot[int] = ExtBot(TOKEN, base_url=server.base_url, request=request, rate_limiter=AIORateLimiter())
     await b.initialize()
     yield b
     await b.shutdown()
@@ -76,7 +76,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def delivery(bot: ExtBot[None], tmp_path: Path, chats: PushChats, clock: Clock) -> Iterator[Delivery]:
+def delivery(bot: ExtBot[int], tmp_path: Path, chats: PushChats, clock: Clock) -> Iterator[Delivery]:
     d = Delivery(bot, tmp_path / "corrbot.db", chats, clock=clock, backoff_base=2, backoff_max=60)
     yield d
     d.close()
@@ -158,7 +158,7 @@ async def test_5xx_timeouts_and_drops_are_retried_with_backoff(server: BotApiSer
     assert [c.status for c in server.calls if c.chat_id == A][:7] == [500, 504, 502, 0, 500, 500, 500]
 
 
-async def test_never_dropped_even_after_hours(server: BotApiServer, db: sqlite_utils.Database, bot: ExtBot[None],
+async def test_never_dropped_even_after_hours(server: BotApiServer, db: sqlite_utils.Database, bot: ExtBot[int],
                                               tmp_path: Path, chats: PushChats, clock: Clock) -> None:
     d = Delivery(bot, tmp_path / "corrbot.db", chats, clock=clock)  # defaults: 2 s .. 300 s
     a = queue(db, A, 2)
@@ -193,7 +193,7 @@ async def test_400_twice_fails_the_row_and_the_next_one_goes(server: BotApiServe
     assert failed.text.startswith("<b>m0</b>") and failed.error and failed.error.startswith("bad request:")
 
 
-async def test_403_disables_the_chat_for_good(server: BotApiServer, db: sqlite_utils.Database, bot: ExtBot[None],
+async def test_403_disables_the_chat_for_good(server: BotApiServer, db: sqlite_utils.Database, bot: ExtBot[int],
                                               tmp_path: Path, delivery: Delivery, clock: Clock) -> None:
     queue(db, A, 3)
     b = queue(db, B, 2)
@@ -215,7 +215,7 @@ async def test_403_disables_the_chat_for_good(server: BotApiServer, db: sqlite_u
 
 
 async def test_migration_is_followed_at_once_and_remembered(server: BotApiServer, db: sqlite_utils.Database,
-                                                            bot: ExtBot[None], tmp_path: Path, chats: PushChats,
+                                                            bot: ExtBot[int], tmp_path: Path, chats: PushChats,
                                                             delivery: Delivery, clock: Clock) -> None:
     fire = outbox.enqueue(db, GROUP, "fire", "<b>fired</b>")
     outbox.enqueue(db, GROUP, "resolve", "resolved", reply_to=fire)
@@ -267,7 +267,7 @@ async def test_reply_to_resolves_to_the_fire_message(server: BotApiServer, db: s
 
 
 async def test_buttons_silent_and_topic_on_the_wire(server: BotApiServer, db: sqlite_utils.Database,
-                                                    bot: ExtBot[None], tmp_path: Path, chats: PushChats,
+                                                    bot: ExtBot[int], tmp_path: Path, chats: PushChats,
                                                     clock: Clock) -> None:
     d = Delivery(bot, tmp_path / "corrbot.db", chats, thread_id=7, clock=clock)
     outbox.enqueue(db, A, "fire", "<b>BTC/PSCT</b> 0.71", buttons=[("Mute 1d", "mute:BTC/PSCT:1d"), ("Ack", "ack:1")])

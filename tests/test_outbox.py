@@ -21,7 +21,7 @@ def db(tmp_path: Path) -> sqlite_utils.Database:
 def _episode(db: sqlite_utils.Database) -> int:
     cur = db.execute("INSERT INTO episodes (rule, kind, key, severity, fired_ts) VALUES ('r', 'level', 'A/B', "
                      "'warn', 1)")
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)
 
 
 def test_enqueue_commits_and_rolls_back_with_the_callers_transaction(db: sqlite_utils.Database) -> None:
