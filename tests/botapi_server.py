@@ -9,8 +9,15 @@ unbalanced tags and stray ``<``/``&`` are rejected with "Bad Request: can't pars
 entities", texts over 4096 and captions over 1024 UTF-16 units are rejected too.
 
 Tests push updates (`push_command`), read every call the bot made (`calls`, `wait_for`),
-and script failures for the next matching call(s): 429 with retry_after, 500, 400
-(parse error), 403 (kicked), and 400 with ``parameters.migrate_to_chat_id``.
+and script failures for the next matching call(s): 429 with retry_after, 500, 502 (a proxy's
+HTML page), 400 (parse error), 403 (kicked), 400 with ``parameters.migrate_to_chat_id``, a
+stall longer than the client's timeout, and a dropped connection. `down`/`up` take the
+whole server away (connection refused) and bring it back on the same port.
+
+sendMessage checks ``reply_parameters`` (the replied message must exist in that chat unless
+``allow_sending_without_reply``) and ``reply_markup`` (inline buttons, callback_data 1-64
+bytes) like Telegram, and answers with ``reply_to_message``/``reply_markup``; each accepted
+call keeps the Message it returned in ``Call.result``.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ class Call:
     files: dict[str, bytes]
     t: float  # time.monotonic() on arrival
     status: int = 200
+    result: Any = None  # what an accepted call returned (the Message for send*)
 
     @property
     def chat_id(self) -> Any:
@@ -128,6 +136,7 @@ class BotApiServer:
         self._new_update = asyncio.Event()
         self._scripts: dict[str, deque[tuple[Any, Any]]] = {}
         self._runner: web.AppRunner | None = None
+        self._messages: dict[tuple[str, int], dict[str, Any]] = {}  # (chat, message_id) -> Message
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
 
@@ -137,9 +146,9 @@ class BotApiServer:
         self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert server is not None
@@ -149,6 +158,15 @@ class BotApiServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def down(self) -> None:
+        """Gone: open connections are closed and new ones refused until `up`."""
+        await self.stop()
+
+    async def up(self) -> None:
+        """Back on the same port (so the client's base_url still works), state kept."""
+        await self.start()
 
     @property
     def base_url(self) -> str:
@@ -229,7 +247,12 @@ class BotApiServer:
     def script(self, method: str, *kinds: Any, chat_id: Any = None) -> None:
         """Answer the next call(s) of ``method`` (to ``chat_id`` if given) with failures.
 
-        kinds: 429, 500, 400 (parse error), 403 (kicked), ("migrate", new_chat_id).
+        kinds: 429 (retry after 1 s), (429, seconds), 500, 502 (HTML body, as a proxy sends),
+        400 (parse error), 403 (kicked), ("migrate", new_chat_id), ("timeout", seconds) — no
+        answer for that long, then a 504 the client has stopped waiting for; nothing is
+        delivered — ("slow", seconds): delivered, but only after that long (the client may
+        have given up: a duplicate in the making), and "drop" (the connection is closed
+        without an answer).
         """
         q = self._scripts.setdefault(method, deque())
         for k in kinds:
@@ -308,8 +331,10 @@ class BotApiServer:
         if request.match_info["token"] != self.token:
             return self._error(call, 401, "Unauthorized")
         kind = self._scripted(method, params)
-        if kind is not None:
-            return self._failure(call, kind)
+        if isinstance(kind, tuple) and kind[0] == "slow":
+            await asyncio.sleep(float(kind[1]))
+        elif kind is not None:
+            return await self._failure(request, call, kind)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return self._error(call, 404, "Not Found: method not found")
@@ -317,6 +342,7 @@ class BotApiServer:
             result = await handler(params, files)
         except ValueError as exc:
             return self._error(call, 400, f"Bad Request: {exc}")
+        call.result = result
         return web.json_response({"ok": True, "result": result})
 
     def _error(self, call: Call, code: int, description: str, **parameters: Any) -> web.Response:
@@ -326,11 +352,25 @@ class BotApiServer:
             body["parameters"] = parameters
         return web.json_response(body, status=code)
 
-    def _failure(self, call: Call, kind: Any) -> web.Response:
-        if kind == 429:
-            return self._error(call, 429, "Too Many Requests: retry after 1", retry_after=1)
+    async def _failure(self, request: web.Request, call: Call, kind: Any) -> web.Response:
+        if kind == 429 or (isinstance(kind, tuple) and kind[0] == 429):
+            wait = 1 if kind == 429 else int(kind[1])
+            return self._error(call, 429, f"Too Many Requests: retry after {wait}", retry_after=wait)
         if kind == 500:
             return self._error(call, 500, "Internal Server Error")
+        if kind == 502:
+            call.status = 502
+            return web.Response(status=502, content_type="text/html",
+                                text="<html><head><title>502 Bad Gateway</title></head></html>")
+        if isinstance(kind, tuple) and kind[0] == "timeout":
+            call.status = 504
+            await asyncio.sleep(float(kind[1]))
+            return self._error(call, 504, "Gateway Timeout")
+        if kind == "drop":
+            call.status = 0
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
         if kind == 400:
             return self._error(call, 400, "Bad Request: can't parse entities: Unsupported start "
                                "tag \"x\" at byte offset 0")
@@ -381,6 +421,8 @@ class BotApiServer:
         return self._updates[:limit]
 
     def _message(self, p: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        reply_to = self._replied(p)
+        markup = self._markup(p)
         self._next_message += 1
         msg = {
             "message_id": self._next_message,
@@ -392,7 +434,38 @@ class BotApiServer:
         if p.get("message_thread_id") is not None:
             msg["message_thread_id"] = p["message_thread_id"]
             msg["is_topic_message"] = True
+        if reply_to is not None:
+            msg["reply_to_message"] = reply_to
+        if markup is not None:
+            msg["reply_markup"] = markup
+        self._messages[(str(p.get("chat_id")), self._next_message)] = msg
         return msg
+
+    def _replied(self, p: dict[str, Any]) -> dict[str, Any] | None:
+        rp = p.get("reply_parameters")
+        if rp is None:
+            return None
+        if not isinstance(rp, dict) or not isinstance(rp.get("message_id"), int):
+            raise ValueError("can't parse reply parameters JSON object")
+        found = self._messages.get((str(p.get("chat_id")), rp["message_id"]))
+        if found is None and not rp.get("allow_sending_without_reply"):
+            raise ValueError("message to be replied not found")
+        return None if found is None else {k: v for k, v in found.items() if k != "reply_to_message"}
+
+    def _markup(self, p: dict[str, Any]) -> dict[str, Any] | None:
+        rm = p.get("reply_markup")
+        if rm is None:
+            return None
+        rows = rm.get("inline_keyboard") if isinstance(rm, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise ValueError("can't parse reply keyboard markup JSON object")
+        for button in (b for r in rows for b in r):
+            if not isinstance(button, dict) or not button.get("text"):
+                raise ValueError("can't parse inline keyboard button: text must be non-empty")
+            data = button.get("callback_data")
+            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+                raise ValueError("BUTTON_DATA_INVALID")
+        return {"inline_keyboard": rows}
 
     def _plain(self, text: str, p: dict[str, Any]) -> str:
         if str(p.get("parse_mode") or "").upper() == "HTML":
