@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.format import duration, esc, iso_ts, signed
+from bot.format import duration, esc, iso_ts, signed, table
 from core.calendar import sessions_between
-from core.models import AlertEvent
+from core.models import AlertEvent, EpisodeView, Ranking
 from core.rules import CorrJumpRule, CorrLevelRule, CorrZscoreRule, DivergenceRule, StaleRule
 
 ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
@@ -126,3 +126,15 @@ def reminder_text(events: Sequence[AlertEvent]) -> str:
 def buttons(episode_id: int) -> list[list[str]]:
     """Chart, Mute 1h, Mute 24h: ``callback_data`` is a short key to the stored episode."""
     return [["📈 Chart", f"c:{episode_id}"], ["🔕 1h", f"m:{episode_id}:1h"], ["🔕 24h", f"m:{episode_id}:24h"]]
+
+
+def digest_text(ranking: Ranking, changes: dict[str, float | None], firing: Sequence[EpisodeView]) -> str:
+    """The daily digest: the ranking with 1-week changes, then what is firing."""
+    head = (f"☀️ <b>corrbot digest</b> · {esc(ranking.a)} · {esc(ranking.timeframe)} w{ranking.window}"
+            f" · as of {iso_ts(ranking.asof, ranking.timeframe)}")
+    rows = [(r.b, signed(r.value), signed(changes.get(r.b))) for r in ranking.rows[:8]]
+    lines = [head, table(("vs", "ρ", "1w Δ"), rows, (False, True, True))]
+    lines.append(f"<b>Firing</b> ({len(firing)})" if firing else "No alert is firing.")
+    lines += [f"{ICON.get(e.severity, '•')} {esc(e.rule)} {esc(e.key)} since {iso_ts(e.fired_ts, e.timeframe or '1d')}"
+              for e in firing[:10]]
+    return "\n".join(lines)

@@ -24,17 +24,19 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import sqlite_utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from bot.delivery import ConsoleDelivery, Delivery
 
 from bot import app as bot_app
+from bot.delivery import ConsoleDelivery, Delivery
 from bot.notify import ConsoleNotifier, Notifier, TelegramNotifier
 from core.calendar import is_open, session_close
 from core.config import Config
 from feeds.base import FeedResult
 from service.api import ServiceApi
+from service.digest import queue_digest
 from service.evaluate import evaluate
 from service.pipeline import UpdateReport, update_correlations
 from service.sync import poll_crypto, poll_equities
@@ -44,7 +46,7 @@ from storage.push_chats import PushChats
 log = logging.getLogger("corrbot.runner")
 CONSOLE_CHAT = "console"  # the outbox destination when there is no Telegram token
 
-CRYPTO_JOB, EQUITY_JOB, DELIVERY_JOB = "poll crypto", "poll equities", "deliver"
+CRYPTO_JOB, EQUITY_JOB, DELIVERY_JOB, DIGEST_JOB = "poll crypto", "poll equities", "deliver", "digest"
 
 
 def _describe(results: list[FeedResult]) -> str:
@@ -141,6 +143,16 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
                       next_run_time=datetime.now(UTC), **opts)
     scheduler.add_job(equities, "interval", minutes=sched.equity_poll_minutes, id=EQUITY_JOB, name=EQUITY_JOB,
                       next_run_time=datetime.now(UTC), **opts)
+    if sched.digest_time:
+        hour, minute = (int(x) for x in sched.digest_time.split(":"))
+
+        async def digest() -> None:
+            await asyncio.to_thread(queue_digest, cycle.db, cfg, cycle.chats())
+            if deliver is not None:
+                await deliver()
+
+        scheduler.add_job(digest, "cron", hour=hour, minute=minute, timezone=ZoneInfo(sched.timezone),
+                          id=DIGEST_JOB, name=DIGEST_JOB, **opts)
     if deliver is not None:
         async def delivery() -> None:
             await deliver()

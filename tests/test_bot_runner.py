@@ -81,7 +81,8 @@ async def test_bot_mode_answers_schedules_and_polls_on_demand(
         await server.wait_for("setMyCommands", timeout=20)
         server.push_command("/status", user_id=ADMIN)
         (status,) = await server.wait_for("sendMessage", lambda c: c.chat_id == ADMIN, timeout=20)
-        assert "poll: next" in status.plain
+        assert "poll crypto: next" in status.plain and "poll equities: next" in status.plain
+        assert "deliver: next" in status.plain
         server.push_command("/poll", user_id=ADMIN)
         polled = await server.wait_for(
             "sendMessage", lambda c: c.chat_id == ADMIN and "poll cycle" in c.plain, timeout=60)
