@@ -84,7 +84,10 @@ def _asof(e: AlertEvent, ts: int | None) -> str:
 def _head(icon: str, label: str, events: Sequence[AlertEvent]) -> str:
     e0 = events[0]
     where = f" · {esc(e0.rule.timeframe)} w{e0.window}" if e0.window else ""
-    many = f" · {len(events)} pairs" if len(events) > 1 else ""
+    pairs = len({e.key for e in events})
+    many = f" · {pairs} pairs" if pairs > 1 else ""
+    if len(events) > pairs:
+        many += f" · {len(events)} episodes"
     return f"{icon} <b>{esc(e0.rule.name)}</b> · {e0.rule.severity}{label}{many}{where}"
 
 

@@ -99,6 +99,7 @@ class _Rounds:
         self._lock = threading.Lock()  # one connection shared by the worker threads
         self.clock, self.sleep = clock, sleep
         self._wake = asyncio.Event()
+        self._round = asyncio.Lock()  # one round at a time: two at once would send a row twice
 
     async def _sql(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         def locked() -> T:
@@ -110,6 +111,11 @@ class _Rounds:
     async def run_once(self) -> DeliveryReport:
         raise NotImplementedError
 
+    async def round(self) -> DeliveryReport:
+        """`run_once`, serialised: the service's loop and /poll may both ask for a round."""
+        async with self._round:
+            return await self.run_once()
+
     def poke(self) -> None:
         """New rows were queued: end `run_forever`'s nap now instead of at the next due time."""
         self._wake.set()
@@ -118,7 +124,7 @@ class _Rounds:
         """Rounds until cancelled; between them, nap until the next row is due (≤ ``idle``)."""
         while True:
             try:
-                await self.run_once()
+                await self.round()
                 nxt = await self._sql(outbox.next_due)
             except Exception:  # e.g. the database locked for 30 s: try again later, stay up
                 log.exception("outbox delivery round failed")

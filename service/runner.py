@@ -154,6 +154,8 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
         scheduler.add_job(digest, "cron", hour=hour, minute=minute, timezone=ZoneInfo(sched.timezone),
                           id=DIGEST_JOB, name=DIGEST_JOB, **opts)
     if deliver is not None:
+        # Retries and backlog: a round every few seconds. Rounds are serialised with the poll
+        # cycle's own round (Delivery.round), so no row is ever being sent twice at once.
         async def delivery() -> None:
             await deliver()
 
@@ -174,10 +176,13 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
         else:
             log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
             console = ConsoleDelivery(cfg.storage.path)
-            cycle = PollCycle(db, cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.run_once)
-            _schedule(scheduler, cycle, cfg, console.run_once)
+            cycle = PollCycle(db, cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.round)
+            _schedule(scheduler, cycle, cfg, console.round)
             scheduler.start()
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                console.close()
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=False)
@@ -203,10 +208,10 @@ async def _run_bot(
     def destinations() -> list[str]:
         return [key for key, _ in chats.active_all()]
 
-    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.run_once))
+    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.round))
     try:
         await bot_app.start(app)
-        _schedule(scheduler, holder[0], cfg, delivery.run_once)
+        _schedule(scheduler, holder[0], cfg, delivery.round)
         scheduler.start()
         log.info("crypto polled every %d min, equities every %d min in NYSE hours",
                  cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
@@ -215,6 +220,7 @@ async def _run_bot(
         if scheduler.running:
             scheduler.shutdown(wait=False)
         await bot_app.stop(app)  # copes with a half-started app
+        delivery.close()
         chats.close()
 
 

@@ -123,6 +123,7 @@ class BotApiServer:
     token: str
     fixtures: Path = FIXTURES
     max_poll_wait: float = 0.5  # long-poll timeout honoured up to this many seconds
+    latency: float = 0.0  # seconds each sendMessage takes, as over a real network
     calls: list[Call] = field(default_factory=list)
     pushed_at: dict[int, float] = field(default_factory=dict)
 
@@ -478,6 +479,8 @@ class BotApiServer:
         return text
 
     async def _m_sendMessage(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if "chat_id" not in p:
             raise ValueError("chat_id is empty")
         text = self._plain(str(p.get("text") or ""), p)
