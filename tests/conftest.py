@@ -1,35 +1,19 @@
-"""Shared fixtures: the real data folder, temporary databases, configs."""
+"""Shared fixtures: the repo's real test data, temporary databases, configs."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _find_shared_data() -> Path:
-    env = os.environ.get("CORRBOT_SHARED_DATA")
-    if env:
-        return Path(env)
-    for parent in REPO.parents:
-        cand = parent / "shared" / "data"
-        if (cand / "PROVENANCE.md").exists():
-            return cand
-    raise RuntimeError(
-        "cannot find shared/data (the real market data) beside the repo; set CORRBOT_SHARED_DATA"
-    )
-
-
-SHARED_DATA = _find_shared_data()
-DEMO_DATA = REPO / "service" / "demo_data"
+TEST_DATA = REPO / "tests" / "data"  # real market data and recorded API responses (PROVENANCE.md)
+DEMO_DATA = REPO / "service" / "demo_data"  # the demo's bundled real data, shared with the tests
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return SHARED_DATA
+def data_dir() -> Path:
+    return TEST_DATA
 
 
 @pytest.fixture
