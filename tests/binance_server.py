@@ -9,7 +9,7 @@ so a test can see if ccxt started calling something new.
 Data:
 
 * BTCUSDT 1h klines are the real Binance rows of
-  ``shared/data/intraday/BTCUSDT_1h_binance_2023-2026.csv`` (one real hole: 2023-03-24 13:00).
+  ``tests/data/intraday/BTCUSDT_1h_binance_2023-2026.csv`` (one real hole: 2023-03-24 13:00).
 * ETHUSDT, SOLUSDT and ADAUSDT are NOT real prices: each is BTC scaled by a constant
   (`SCALED`: prices × k rounded to the symbol's tick, volume ÷ k) — distinct, deterministic series.
 * 1d klines are aggregated from the 1h rows per UTC day (first open, max high, min low, last

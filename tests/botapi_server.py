@@ -2,7 +2,7 @@
 
 It speaks enough of the Bot API for the real python-telegram-bot Application to run against
 it through ``base_url``: ``POST /bot<token>/<method>`` with form, JSON or multipart bodies.
-Responses are shaped like the recorded real ones in shared/data/api_fixtures/telegram
+Responses are shaped like the recorded real ones in tests/data/api_fixtures/telegram
 (getMe, getUpdates, getMyCommands, deleteWebhook, sendChatAction); Message objects follow
 the same shapes. Like Telegram it validates HTML (``parse_mode=HTML``): unknown or
 unbalanced tags and stray ``<``/``&`` are rejected with "Bad Request: can't parse
@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "api_fixtures" / "telegram"
+FIXTURES = Path(__file__).resolve().parent / "data" / "api_fixtures" / "telegram"
 TEXT_KEYS = {"text", "caption", "parse_mode", "description", "callback_query_id", "action"}
 ALLOWED_TAGS = {
     "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",

@@ -44,42 +44,42 @@ def cfg_for(tmp_path: Path, timeframes: list[str], windows: list[int]):  # type:
 
 
 @pytest.fixture(scope="module")
-def hourly_db(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):  # type: ignore[no-untyped-def]
+def hourly_db(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("hourly")
     cfg = cfg_for(tmp, ["1h", "1d"], [35])
     db = open_db(cfg.storage.path)
-    # PROVENANCE: both files' last bar is incomplete.
-    import_csv(db, cfg, "BTC", shared_data / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv", drop_last=True)
-    import_csv(db, cfg, "IWM", shared_data / "intraday" / "IWM_1h_2024-2026.csv", drop_last=True)
-    import_csv(db, cfg, "IWM", shared_data / "IWM_daily_close.csv", drop_last=True)
+    # tests/data/PROVENANCE.md: drop the last bar (IWM's are incomplete; so was the untrimmed BTC file's).
+    import_csv(db, cfg, "BTC", data_dir / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv", drop_last=True)
+    import_csv(db, cfg, "IWM", data_dir / "intraday" / "IWM_1h_2024-2026.csv", drop_last=True)
+    import_csv(db, cfg, "IWM", data_dir / "IWM_daily_close.csv", drop_last=True)
     update_correlations(db, cfg)
     return cfg, db
 
 
-def ref_btc_hourly(shared_data: Path) -> pd.DataFrame:
-    df = pd.read_csv(shared_data / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv").iloc[:-1]
+def ref_btc_hourly(data_dir: Path) -> pd.DataFrame:
+    df = pd.read_csv(data_dir / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv").iloc[:-1]
     end = (pd.to_datetime(df["timestamp"], utc=True) + pd.Timedelta(hours=1)).astype("datetime64[ns, UTC]")
     return pd.DataFrame({"end": end, "btc": df["close"].to_numpy(float)})
 
 
-def ref_btc_at(shared_data: Path, times: pd.Series) -> pd.Series:
+def ref_btc_at(data_dir: Path, times: pd.Series) -> pd.Series:
     """BTC close of the last candle ending at or before each time, younger than 1 h."""
     left = pd.DataFrame({"t": pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]")}).sort_values("t")
     m = pd.merge_asof(
-        left, ref_btc_hourly(shared_data), left_on="t", right_on="end", tolerance=pd.Timedelta(minutes=59, seconds=59)
+        left, ref_btc_hourly(data_dir), left_on="t", right_on="end", tolerance=pd.Timedelta(minutes=59, seconds=59)
     )
     return pd.Series(m["btc"].to_numpy(), index=pd.DatetimeIndex(m["t"]))
 
 
-def test_hourly_pipeline_matches_pandas(hourly_db, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hourly_pipeline_matches_pandas(hourly_db, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, db = hourly_db
-    iwm = pd.read_csv(shared_data / "intraday" / "IWM_1h_2024-2026.csv").iloc[:-1]
+    iwm = pd.read_csv(data_dir / "intraday" / "IWM_1h_2024-2026.csv").iloc[:-1]
     start = pd.to_datetime(iwm["timestamp"], utc=True)
     day = start.dt.tz_convert("America/New_York").dt.tz_localize(None).dt.normalize()
     close = SCHED["close"].reindex(day).to_numpy()
     end = pd.Series(np.minimum(start + pd.Timedelta(hours=1), close), index=iwm.index)
     eq = pd.Series(iwm["close"].to_numpy(float), index=pd.DatetimeIndex(end))
-    btc = ref_btc_at(shared_data, end).dropna()
+    btc = ref_btc_at(data_dir, end).dropna()
 
     def same_session(idx: pd.DatetimeIndex) -> np.ndarray:
         d = idx.tz_convert("America/New_York").date
@@ -103,12 +103,12 @@ def test_hourly_pipeline_matches_pandas(hourly_db, shared_data: Path) -> None:  
     assert len(first_bars) == 0
 
 
-def test_daily_crypto_sampled_at_session_close_from_hourly(hourly_db, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+def test_daily_crypto_sampled_at_session_close_from_hourly(hourly_db, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, db = hourly_db
     sessions = SCHED.loc["2023-01-01":"2026-02-02"]
-    btc = ref_btc_at(shared_data, pd.Series(sessions["close"].to_numpy())).dropna()
+    btc = ref_btc_at(data_dir, pd.Series(sessions["close"].to_numpy())).dropna()
     btc.index = btc.index.tz_convert("America/New_York").tz_localize(None).normalize()
-    iwm = daily_close(shared_data / "IWM_daily_close.csv")
+    iwm = daily_close(data_dir / "IWM_daily_close.csv")
     exp = expected(btc, iwm, 35, cfg.correlation.ewma_lambda)
     rows = db.execute(
         "SELECT asof, value, beta FROM corr_view WHERE timeframe = '1d' AND window = 35 ORDER BY asof"
@@ -155,11 +155,11 @@ def test_missing_session_on_one_side_spans_the_gap(hourly_db) -> None:  # type: 
     assert r.loc[after, "y"] == pytest.approx(np.log(iwm[after] / iwm[ts("2024-06-04")]), abs=1e-12)
 
 
-def test_too_few_returns_says_how_many(tmp_path: Path, shared_data: Path) -> None:
+def test_too_few_returns_says_how_many(tmp_path: Path, data_dir: Path) -> None:
     cfg = cfg_for(tmp_path, ["1d"], [30, 90])
     db = open_db(cfg.storage.path)
-    btc = pd.read_csv(shared_data / "BTC-USD_daily_2014-2024.csv")
-    iwm = pd.read_csv(shared_data / "IWM_daily_close.csv")
+    btc = pd.read_csv(data_dir / "BTC-USD_daily_2014-2024.csv")
+    iwm = pd.read_csv(data_dir / "IWM_daily_close.csv")
     short = tmp_path / "btc.csv"
     btc[(btc["Date"] >= "2024-09-01")].to_csv(short, index=False)
     import_csv(db, cfg, "BTC", short)

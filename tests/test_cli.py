@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import DEMO_DATA, REPO, TEST_DATA
 from reference import basket, daily_close, expected
 
 from core.config import Config
@@ -354,8 +354,8 @@ def test_import_csv_via_cli(demo: Demo, tmp_path: Path, capsys: pytest.CaptureFi
     db = tmp_path / "fresh.db"
     toml = tmp_path / "c.toml"
     toml.write_text(config_toml(demo.cfg, db), encoding="utf-8")
-    iwm = SHARED_DATA / "IWM_daily_close.csv"
-    btc = SHARED_DATA / "BTC-USD_daily_2018-2025.csv"
+    iwm = TEST_DATA / "IWM_daily_close.csv"
+    btc = DEMO_DATA / "BTC-USD_daily.csv"
     n_iwm = sum(1 for line in iwm.read_text().splitlines()[1:] if line.strip())
 
     rc, out, err = run(capsys, "--config", str(toml), "import", "iwm", str(iwm))
@@ -409,7 +409,7 @@ def test_import_unknown_asset_and_basket(
     db = tmp_path / "fresh.db"
     toml = tmp_path / "c.toml"
     toml.write_text(config_toml(demo.cfg, db), encoding="utf-8")
-    iwm = str(SHARED_DATA / "IWM_daily_close.csv")
+    iwm = str(TEST_DATA / "IWM_daily_close.csv")
     rc, _, err = run(capsys, "--config", str(toml), "import", "IWX", iwm)
     assert rc == 2 and "unknown asset" in one_line_error(err) and "IWM" in err
     rc, _, err = run(capsys, "--config", str(toml), "import", "SMALLCAP_TECH", iwm)

@@ -1,5 +1,8 @@
 """Tests of feeds/csv_import.py: every real CSV we have, synthetic layouts, and broken files.
 
+The real files are tests/data (one or more per layout, see tests/data/PROVENANCE.md) and the
+demo data shipped in service/demo_data.
+
 Expected values always come from an independent ``pd.read_csv`` of the same file, never from
 the importer's own helpers. Broken files are generated in tmp_path from real rows.
 """
@@ -13,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlite_utils
-from conftest import DEMO_DATA, SHARED_DATA  # paths only, to parametrise at collection
+from conftest import DEMO_DATA, TEST_DATA  # paths only, to parametrise at collection
 
 from core.config import Config, parse_config
 from core.errors import BadWindowError, ImportFileError, UnknownAssetError, UserInputError
@@ -23,12 +26,12 @@ from storage.db import open_db
 
 CRYPTO = ["BTC", "ETH", "SOL", "ADA"]
 EQUITY = ["IWM", "QQQ", "SPY", "XLK", "PSCT", "IWO", "XSW", "^RUT", "^GSPC", "^IXIC"]
-# (root, relative path): every CSV of the shared data folder and of the demo data.
-FILES = [("shared", str(p.relative_to(SHARED_DATA))) for p in sorted(SHARED_DATA.rglob("*.csv"))]
+# (root, relative path): every CSV of the test data folder and of the demo data.
+FILES = [("data", str(p.relative_to(TEST_DATA))) for p in sorted(TEST_DATA.rglob("*.csv"))]
 FILES += [("demo", p.name) for p in sorted(DEMO_DATA.glob("*.csv"))]
 BTC_DEMO = DEMO_DATA / "BTC-USD_daily.csv"
-BTC_STOCKMASTER = SHARED_DATA / "BTC-USD_daily_2018-2025.csv"
-BINANCE_1H = SHARED_DATA / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv"
+BTC_STOCKMASTER = TEST_DATA / "BTC-USD_daily_2018-2025.csv"
+BINANCE_1H = TEST_DATA / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv"
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +80,9 @@ def db_digest(db: sqlite_utils.Database) -> str:
 
 @pytest.mark.parametrize(("root", "rel"), FILES, ids=[f"{r}/{p}" for r, p in FILES])
 def test_every_real_file_imports_exactly(
-    root: str, rel: str, shared_data: Path, cfg: Config, db: sqlite_utils.Database
+    root: str, rel: str, data_dir: Path, cfg: Config, db: sqlite_utils.Database
 ) -> None:
-    path = (shared_data if root == "shared" else DEMO_DATA) / rel
+    path = (data_dir if root == "data" else DEMO_DATA) / rel
     rep = import_csv(db, cfg, typed_name(path), path)
     ts, close = expected(path)
     tf = "1h" if path.parent.name == "intraday" else "1d"
@@ -93,13 +96,13 @@ def test_every_real_file_imports_exactly(
 
 
 def test_canonical_keys_and_layouts(cfg: Config, db: sqlite_utils.Database) -> None:
-    rut = import_csv(db, cfg, "rut", SHARED_DATA / "yf_multiheader_2021-2026" / "RUT.csv")
+    rut = import_csv(db, cfg, "rut", TEST_DATA / "yf_multiheader_2021-2026" / "RUT.csv")
     assert (rut.asset, rut.layout) == ("^RUT", "yfinance-multi")
     kl = import_csv(db, cfg, "btc", BINANCE_1H)
     assert (kl.asset, kl.layout, kl.timeframe) == ("BTC", "binance", "1h")
-    yh = import_csv(db, cfg, "Eth", SHARED_DATA / "ETH-USD_daily_2018-2025.csv")
+    yh = import_csv(db, cfg, "Eth", DEMO_DATA / "ETH-USD_daily.csv")
     assert (yh.asset, yh.layout) == ("ETH", "yahoo")
-    iwm = import_csv(db, cfg, "IWM", SHARED_DATA / "intraday" / "IWM_1h_2024-2026.csv")
+    iwm = import_csv(db, cfg, "IWM", TEST_DATA / "intraday" / "IWM_1h_2024-2026.csv")
     assert (iwm.layout, iwm.timeframe) == ("ohlcv", "1h")
 
 

@@ -45,8 +45,8 @@ class Sleeps:
         self.delays.append(delay)
 
 
-def csv_bars(shared_data: Path) -> pd.DataFrame:
-    raw = pd.read_csv(shared_data / CSV)
+def csv_bars(data_dir: Path) -> pd.DataFrame:
+    raw = pd.read_csv(data_dir / CSV)
     ts = pd.to_datetime(raw["timestamp"], utc=True)
     df = raw[["open", "high", "low", "close", "volume"]].astype("float64")
     df.index = pd.Index(
@@ -73,8 +73,8 @@ def make_cfg(urls: dict[str, str], *, btc: dict[str, Any] | None = None, **feeds
 
 
 @pytest.fixture
-async def server(shared_data: Path) -> AsyncIterator[BinanceServer]:
-    async with BinanceServer(shared_data / CSV, now_ms=NOW) as s:
+async def server(data_dir: Path) -> AsyncIterator[BinanceServer]:
+    async with BinanceServer(data_dir / CSV, now_ms=NOW) as s:
         yield s
 
 
@@ -87,7 +87,7 @@ def bars_table(db: Any) -> list[tuple[Any, ...]]:
     return list(db.execute("SELECT * FROM bars ORDER BY asset, timeframe, ts").fetchall())
 
 
-async def test_backfill_paginates_and_matches_csv(server, db, shared_data) -> None:
+async def test_backfill_paginates_and_matches_csv(server, db, data_dir) -> None:
     cfg = make_cfg({"binance": server.url})
     seen: list[tuple[str, str, int]] = []
     sleeps = Sleeps()
@@ -98,7 +98,7 @@ async def test_backfill_paginates_and_matches_csv(server, db, shared_data) -> No
         ("BTC", "1h", True, "binance"), ("BTC", "1d", True, "binance")]
     # 2023-03-01 .. 2023-05-14 23:00 is 1,799 closed hours (one real hole): two pages.
     start = ms("2023-03-01T00:00:00") // 1000
-    expected = csv_bars(shared_data).loc[start : NOW // 1000 - H]
+    expected = csv_bars(data_dir).loc[start : NOW // 1000 - H]
     assert len(expected) == 75 * 24 - 1
     stored = read_bars(db, "BTC", "1h")
     pd.testing.assert_frame_equal(stored, expected, check_exact=True)
@@ -111,11 +111,11 @@ async def test_backfill_paginates_and_matches_csv(server, db, shared_data) -> No
     assert status[("binance", "BTC")].last_error is None
 
 
-async def test_daily_candles_are_utc_day_aggregates(server, db, shared_data) -> None:
+async def test_daily_candles_are_utc_day_aggregates(server, db, data_dir) -> None:
     await poll_crypto(db, make_cfg({"binance": server.url}), assets=["BTC"], now_ms=NOW,
                       timeframes=("1d",), sleep=Sleeps(), reported=set())
     # Every hour of the closed days 2023-03-01 .. 2023-05-14.
-    h = csv_bars(shared_data).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - 1801]
+    h = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - 1801]
     g = h.groupby(h.index // 86400 * 86400)
     expected = pd.DataFrame({"open": g["open"].first(), "high": g["high"].max(),
                              "low": g["low"].min(), "close": g["close"].last(),
@@ -176,7 +176,7 @@ async def test_second_poll_fetches_only_new_candles(server, db) -> None:
     assert server.count("/api/v3/klines") == 0
 
 
-async def test_rate_limit_and_unavailable_are_retried_with_backoff(server, db, shared_data) -> None:
+async def test_rate_limit_and_unavailable_are_retried_with_backoff(server, db, data_dir) -> None:
     server.rate_limited(times=1, path="/api/v3/klines", symbol="BTCUSDT")
     server.unavailable(times=1, path="/api/v3/klines", symbol="BTCUSDT")
     server.banned(times=1, path="/api/v3/klines", symbol="BTCUSDT")
@@ -187,7 +187,7 @@ async def test_rate_limit_and_unavailable_are_retried_with_backoff(server, db, s
     assert sleeps.delays == [0.5, 1.0, 2.0]
     assert [r.status for r in server.requests if r.path == "/api/v3/klines"] == [
         429, 503, 418, 200, 200]
-    expected = csv_bars(shared_data).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
+    expected = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
     pd.testing.assert_frame_equal(read_bars(db, "BTC", "1h"), expected, check_exact=True)
 
 
@@ -216,8 +216,8 @@ async def test_persistent_failure_reports_error_and_spares_other_assets(
     assert caplog.records and not any("127.0.0.1" in r.getMessage() for r in caplog.records)
 
 
-async def test_fallback_exchange_used_when_primary_is_down(server, db, shared_data) -> None:
-    async with BinanceServer(shared_data / CSV, now_ms=NOW) as backup:
+async def test_fallback_exchange_used_when_primary_is_down(server, db, data_dir) -> None:
+    async with BinanceServer(data_dir / CSV, now_ms=NOW) as backup:
         server.unavailable(times=None)  # every path, forever
         cfg = make_cfg({"binance": server.url, "binanceus": backup.url},
                        btc={"fallback_exchanges": ["binanceus"]}, retries=2)
@@ -230,7 +230,7 @@ async def test_fallback_exchange_used_when_primary_is_down(server, db, shared_da
         assert server.count("/api/v3/exchangeInfo") == 3
         assert sleeps.delays == [0.5, 1.0]
         assert backup.count("/api/v3/klines", interval="1h") == 2
-        expected = csv_bars(shared_data).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
+        expected = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
         stored = read_bars(db, "BTC", "1h")
         pd.testing.assert_frame_equal(stored, expected, check_exact=True)
         sources = {r[0] for r in db.execute("SELECT DISTINCT source FROM bars").fetchall()}

@@ -40,8 +40,8 @@ def _yf_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture
-def server(shared_data: Path) -> Iterator[YahooServer]:
-    with YahooServer(shared_data) as srv:
+def server(data_dir: Path) -> Iterator[YahooServer]:
+    with YahooServer(data_dir) as srv:
         yield srv
 
 
@@ -71,8 +71,8 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def csv_daily(shared_data: Path, name: str) -> pd.Series:
-    raw = pd.read_csv(shared_data / name, index_col="Date")
+def csv_daily(data_dir: Path, name: str) -> pd.Series:
+    raw = pd.read_csv(data_dir / name, index_col="Date")
     raw.index = [day_ts(d) for d in raw.index]
     return raw["Close"]
 
@@ -80,7 +80,7 @@ def csv_daily(shared_data: Path, name: str) -> pd.Series:
 # ---- fetch_equity_bars -----------------------------------------------------------------
 
 
-def test_batched_daily_fetch_matches_csv(server: YahooServer, shared_data: Path) -> None:
+def test_batched_daily_fetch_matches_csv(server: YahooServer, data_dir: Path) -> None:
     out = fetch_equity_bars(
         ["IWM", "QQQ", "^RUT"], "1d", utc(2025, 6, 1), utc(2025, 7, 12),
         feeds=feeds(server), now=utc(2025, 7, 14),
@@ -89,7 +89,7 @@ def test_batched_daily_fetch_matches_csv(server: YahooServer, shared_data: Path)
     for ticker, fname in [("IWM", "IWM_daily_ohlcv_2025-07-11.csv"),
                           ("QQQ", "QQQ_daily_ohlcv_2025-07-11.csv"),
                           ("^RUT", "RUT_index_daily_ohlcv_2025-07-11.csv")]:
-        expected = csv_daily(shared_data, fname).loc[day_ts("2025-06-02"):]
+        expected = csv_daily(data_dir, fname).loc[day_ts("2025-06-02"):]
         got = out[ticker]
         assert list(got.index) == list(expected.index)  # 00:00 UTC of each session date
         assert got.index[0] == day_ts("2025-06-02") and got.index[-1] == day_ts("2025-07-11")
@@ -109,8 +109,8 @@ def test_recorded_qqq_fixture_is_auto_adjusted(server: YahooServer) -> None:
     assert row["volume"] == 30969400
 
 
-def test_aapl_fixture_split_and_dividend(server: YahooServer, shared_data: Path) -> None:
-    path = shared_data / "api_fixtures/yahoo_chart/chart-AAPL-2020-08-31-to-2020-11-07.json"
+def test_aapl_fixture_split_and_dividend(server: YahooServer, data_dir: Path) -> None:
+    path = data_dir / "api_fixtures/yahoo_chart/chart-AAPL-2020-08-31-to-2020-11-07.json"
     body = json.loads(path.read_text())["response"]["bodyJson"]["chart"]["result"][0]
     out = fetch_equity_bars(["AAPL"], "1d", utc(2020, 8, 31), utc(2020, 11, 7), feeds=feeds(server))
     df = out["AAPL"]
@@ -185,7 +185,7 @@ def test_unknown_ticker_fetch_raises_permanent(server: YahooServer) -> None:
 
 
 async def test_hourly_poll_stores_utc_starts_and_drops_partial_bar(
-    server: YahooServer, db_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+    server: YahooServer, db_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = utc(2026, 1, 2, 18)  # the file was saved ~18:00 UTC: its 17:30 bar is partial
     server.now = int(now.timestamp())
@@ -195,7 +195,7 @@ async def test_hourly_poll_stores_utc_starts_and_drops_partial_bar(
         res = await poll_equities(db, cfg, timeframes=("1h",), now=now)
     assert [r.ok for r in res] == [True]
     assert "clamped" in caplog.text
-    raw = pd.read_csv(shared_data / "intraday/IWM_1h_2024-2026.csv")
+    raw = pd.read_csv(data_dir / "intraday/IWM_1h_2024-2026.csv")
     expected = pd.Series(
         raw["close"].to_numpy(),
         index=pd.to_datetime(raw["timestamp"], utc=True).dt.as_unit("s").astype("int64"),

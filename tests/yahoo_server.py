@@ -10,8 +10,9 @@ It answers what the real yfinance client asks for when pointed at ``base_url``:
 
 Chart bodies are (a) the recorded fixtures in ``api_fixtures/yahoo_chart`` served verbatim
 when symbol, interval and period1/period2 match the recorded request, else (b) generated in
-the same JSON shape from the real CSVs: daily OHLCV (already auto-adjusted, so ``adjclose``
-equals ``close``) and the intraday hourly files. Bars are keyed by their start time (daily:
+the same JSON shape from the real CSVs of ``data_dir`` (tests/data): daily OHLCV
+(`DAILY_CSVS`, already auto-adjusted, so ``adjclose`` equals ``close``) and hourly bars
+(`HOURLY_CSVS`). Bars are keyed by their start time (daily:
 the 09:30 ET session open, as Yahoo does) and served when ``period1 <= start < period2``.
 
 Scripting: `fail_next` (429/500 for the next N chart requests), `rescale` (simulate Yahoo
@@ -39,14 +40,14 @@ NOT_FOUND = {
         "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"},
     }
 }
+# The files of tests/data served (2023-01-03 .. 2025-07-11 daily, 2024-01-02 .. 2026-01-02
+# hourly); any other symbol is unknown (404), like a delisted ticker.
 DAILY_CSVS = {
     "IWM": "IWM_daily_ohlcv_2025-07-11.csv",
     "QQQ": "QQQ_daily_ohlcv_2025-07-11.csv",
-    "SPY": "SPY_daily_ohlcv_2025-07-11.csv",
-    "XLK": "XLK_daily_ohlcv_2025-07-11.csv",
     "^RUT": "RUT_index_daily_ohlcv_2025-07-11.csv",
 }
-HOURLY_CSVS = {s: f"intraday/{s}_1h_2024-2026.csv" for s in ("IWM", "SPY", "QQQ")}
+HOURLY_CSVS = {"IWM": "intraday/IWM_1h_2024-2026.csv"}
 _NY = "America/New_York"
 
 
