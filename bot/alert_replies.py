@@ -76,6 +76,9 @@ def alert_status_lines(a: AlertStatus) -> list[str]:
     lines = [f"<b>Alerts</b>: {len(a.firing)} firing · outbox {a.backlog} waiting"
              + (f", ⚠ {a.failed} failed" if a.failed else "")
              + f" · last evaluated bar {_bar(a.last_eval_ts)}"]
+    if a.backlog and a.next_try:
+        lines.append(f"next delivery attempt {_when(a.next_try)}")
+    lines += [f"⚠ undelivered: {esc(f, 200)}" for f in a.failures]
     lines += [_episode(e) for e in a.firing[:10]]
     if a.mutes:
         lines.append("mutes: " + "; ".join(_mute(m) for m in a.mutes[:5]))

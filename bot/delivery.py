@@ -59,7 +59,6 @@ Sleep = Callable[[float], Awaitable[Any]]
 CONCURRENCY = 16  # chats served at once; Telegram's 30 msg/s is the real limit anyway
 BACKOFF_BASE = 2.0
 BACKOFF_MAX = 300.0
-IDLE = 5.0  # run_forever: the longest nap between rounds
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
@@ -92,13 +91,12 @@ def _retry_seconds(exc: RetryAfter) -> float:
 
 
 class _Rounds:
-    """The outbox connection (SQL in a worker thread, one statement at a time) and the loop."""
+    """The outbox connection (SQL in a worker thread, one statement at a time) and rounds."""
 
     def __init__(self, db_path: Path | str, clock: Clock, sleep: Sleep) -> None:
         self._db = open_db(db_path)
         self._lock = threading.Lock()  # one connection shared by the worker threads
         self.clock, self.sleep = clock, sleep
-        self._wake = asyncio.Event()
         self._round = asyncio.Lock()  # one round at a time: two at once would send a row twice
 
     async def _sql(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -112,36 +110,9 @@ class _Rounds:
         raise NotImplementedError
 
     async def round(self) -> DeliveryReport:
-        """`run_once`, serialised: the service's loop and /poll may both ask for a round."""
+        """`run_once`, serialised: the retry job and the poll cycle (/poll too) may both ask."""
         async with self._round:
             return await self.run_once()
-
-    def poke(self) -> None:
-        """New rows were queued: end `run_forever`'s nap now instead of at the next due time."""
-        self._wake.set()
-
-    async def run_forever(self, idle: float = IDLE) -> None:
-        """Rounds until cancelled; between them, nap until the next row is due (≤ ``idle``)."""
-        while True:
-            try:
-                await self.round()
-                nxt = await self._sql(outbox.next_due)
-            except Exception:  # e.g. the database locked for 30 s: try again later, stay up
-                log.exception("outbox delivery round failed")
-                nxt = None
-            wait = idle if nxt is None else min(idle, nxt - self.clock())
-            if wait > 0:
-                await self._nap(wait)
-
-    async def _nap(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
-        self._wake.clear()
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ them from storage and monitors, ``bot/`` and ``service.textfmt`` only format the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -246,3 +246,5 @@ class AlertStatus:
     failed: int  # outbox rows that could not be delivered
     last_eval_ts: int | None
     mutes: list[MuteView]
+    next_try: float | None = None  # when the oldest waiting row is retried
+    failures: list[str] = field(default_factory=list)  # "chat: error" of the latest failed rows

@@ -15,6 +15,7 @@ from core.rules import RuleConfig, format_duration
 from service.alerts import apply_overrides, effective_rules
 from service.backtest import backtest
 from storage import alerts as store
+from storage import outbox
 
 MAX_MUTE = 30 * 86400
 _SHOWN = ("above", "clear_below", "below", "clear_above", "lookback", "delta", "clear_delta", "history", "z",
@@ -138,5 +139,6 @@ def backtest_summary(
 
 def alert_status(db: sqlite_utils.Database, cfg: Config) -> AlertStatus:
     pending, failed = store.outbox_counts(db)
+    failures = [f"{r.chat}: {r.error}" for r in outbox.failed_rows(db, 3)]
     return AlertStatus([_view(e) for e in store.firing_episodes(db)], pending, failed, store.last_evaluated(db),
-                       mutes(db, cfg))
+                       mutes(db, cfg), outbox.next_due(db) if pending else None, failures)

@@ -204,15 +204,3 @@ def failed_rows(db: sqlite_utils.Database, limit: int = 20) -> list[OutboxRow]:
         f"SELECT {_COLUMNS} FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT ?", [limit]
     ).fetchall()
     return [_row(r) for r in rows]
-
-
-def chats_with_pending(db: sqlite_utils.Database) -> list[str]:
-    rows = db.execute("SELECT DISTINCT chat FROM outbox WHERE status = 'pending' ORDER BY chat").fetchall()
-    return [str(r[0]) for r in rows]
-
-
-def episodes_of(db: sqlite_utils.Database, outbox_id: int) -> list[int]:
-    rows = db.execute(
-        "SELECT episode_id FROM outbox_episodes WHERE outbox_id = ? ORDER BY episode_id", [outbox_id]
-    ).fetchall()
-    return [int(r[0]) for r in rows]

@@ -322,20 +322,6 @@ async def test_cancel_mid_send_repeats_at_most_the_message_in_flight(
     assert received(server) == {str(A): [a[0], *a]}  # one duplicate, keyed by outbox id; no loss
 
 
-async def test_run_forever_delivers_when_poked_and_stops_on_cancel(
-    server: BotApiServer, db: sqlite_utils.Database, delivery: Delivery
-) -> None:
-    task = asyncio.create_task(delivery.run_forever(idle=3600))
-    await asyncio.sleep(0)
-    a = queue(db, A, 2)
-    delivery.poke()
-    await server.wait_for("sendMessage", count=2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert received(server) == {str(A): a}
-
-
 async def test_console_delivery_prints_plain_text_and_drains(db: sqlite_utils.Database, tmp_path: Path,
                                                              clock: Clock) -> None:
     queue(db, A, 2)
