@@ -211,11 +211,12 @@ def _moments(x: np.ndarray, y: np.ndarray | None, n: int, t: int) -> list[np.nda
         [np.empty((p, t)) for _ in xs],  # size of the sums of squares the rounding scales with
     )
     if t <= _DIRECT_T:
-        ones = np.ones(n)
         for j in range(t):
             blk = [v[:, j : j + n] for v in xs]
             for k, b in enumerate(blk):
-                sums[k][:, j] = b @ ones  # BLAS matrix-vector: much faster than sum(axis=1) on short rows
+                # einsum, not sum(axis=1) (slow on short rows) nor a BLAS matvec (its threads
+                # stall when other processes hold the CPUs)
+                sums[k][:, j] = np.einsum("ij->i", b)
                 sq[k][:, j] = scale[k][:, j] = np.einsum("ij,ij->i", b, b)
             if y is not None:
                 sq[2][:, j] = np.einsum("ij,ij->i", blk[0], blk[1])
