@@ -26,6 +26,7 @@ _DIRECT_T = 8  # up to this many bars, window sums are plain reductions (the liv
 _CHUNK = 128  # bars per cumulative-sum block beyond that: bounds rounding growth and memory
 _REFINE = 1e-3  # centred sum below this share of the raw sums it came from: recompute two-pass
 _GATHER = 1 << 21  # elements per batch when recomputing flagged windows
+_BLOCK = 1 << 16  # elements per row block of the z-score (≈ 0.5 MB, fits in L2)
 _PERFECT_FIT = 1e-12  # 1 − ρ² below this: the residuals are rounding noise, not a scale
 
 
@@ -92,12 +93,18 @@ def zscore_signal(
         raise ValueError("history must be >= 2 (a standard deviation needs two values)")
     clear_z = _thresholds(z, clear_z, direction, "z")
     r, t = _rows(rho, "rho", history)
-    f = np.clip(r, -FISHER_CLIP, FISHER_CLIP)
-    np.arctanh(f, out=f)  # in place: this is the biggest array of the live path
-    mean, css = _moments(f[:, : t + history - 1], None, history, t)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zs = np.where(css > 0, (f[:, history:] - mean) / np.sqrt(css / (history - 1)), np.nan)
-        mean_rho = np.tanh(mean)
+    zs, mean = np.empty((r.shape[0], t)), np.empty((r.shape[0], t))
+    # Row blocks small enough to stay in cache: atanh of every history value is the bulk of
+    # the live path, and its sums then read it while it is still there.
+    rows = max(64, _BLOCK // r.shape[1]) if r.shape[1] else 1
+    for i in range(0, r.shape[0], rows):
+        f = np.clip(r[i : i + rows], -FISHER_CLIP, FISHER_CLIP)
+        np.arctanh(f, out=f)
+        mean[i : i + rows], css = _moments(f[:, : t + history - 1], None, history, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = (f[:, history:] - mean[i : i + rows]) / np.sqrt(css / (history - 1))
+        zs[i : i + rows] = np.where(css > 0, dev, np.nan)
+    mean_rho = np.tanh(mean)
     trigger, clear = _directional(zs, z, clear_z, direction)
     return Signal(zs, trigger, clear, {"rho": r[:, history:].copy(), "mean_rho": mean_rho})
 
