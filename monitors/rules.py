@@ -233,7 +233,9 @@ def _moments(x: np.ndarray, y: np.ndarray | None, n: int, t: int) -> list[np.nda
     else:
         for s0 in range(0, t, _CHUNK):
             m = min(_CHUNK, t - s0)
-            _block_sums(xs, n, s0, m, means, sums, sq, scale)
+            for acc, part in zip((means, sums, sq, scale), _block_sums(xs, n, s0, m), strict=True):
+                for whole, piece in zip(acc, part, strict=True):
+                    whole[:, s0 : s0 + m] = piece
     with np.errstate(invalid="ignore", divide="ignore"):
         css = [sq[k] - sums[k] * sums[k] / n for k in range(len(xs))]
         flag = css[0] <= _REFINE * scale[0]
@@ -251,23 +253,13 @@ def _moments(x: np.ndarray, y: np.ndarray | None, n: int, t: int) -> list[np.nda
     return [*means, *css]
 
 
-def _block_sums(
-    xs: list[np.ndarray],
-    n: int,
-    s0: int,
-    m: int,
-    means: list[np.ndarray],
-    sums: list[np.ndarray],
-    sq: list[np.ndarray],
-    scale: list[np.ndarray],
-) -> None:
-    """Raw window sums for windows s0..s0+m−1 from cumulative sums of block-centred data.
+def _block_sums(xs: list[np.ndarray], n: int, s0: int, m: int) -> list[list[np.ndarray]]:
+    """[means, sums, sq, scale] for windows s0..s0+m−1, from cumulative sums of block-centred data.
 
     A difference of two cumulative sums is off by a few ulps of the cumulative sum, not of the
-    window's own sum: `scale` gets the cumulative sum of squares at each window's end.
+    window's own sum: `scale` is the cumulative sum of squares at each window's end.
     """
-    cols = slice(s0, s0 + m + n - 1)
-    blk = [v[:, cols] for v in xs]
+    blk = [v[:, s0 : s0 + m + n - 1] for v in xs]
     bad = np.zeros(blk[0].shape, dtype=bool)
     for b in blk:
         bad |= ~np.isfinite(b)
@@ -277,15 +269,15 @@ def _block_sums(
     # to a few ulps of the window's own magnitude.
     shift = [np.where(good, b, 0.0).sum(axis=1) / cnt for b in blk]
     d = [np.where(good, b - sh[:, None], 0.0) for b, sh in zip(blk, shift, strict=True)]
-    nbad = _wsum(bad.astype(np.float64), n, m)[0] > 0
-    for k, dk in enumerate(d):
-        sums[k][:, s0 : s0 + m] = _wsum(dk, n, m)[0]
-        means[k][:, s0 : s0 + m] = shift[k][:, None] + sums[k][:, s0 : s0 + m] / n
-        sq[k][:, s0 : s0 + m], scale[k][:, s0 : s0 + m] = _wsum(dk * dk, n, m)
+    sums = [_wsum(dk, n, m)[0] for dk in d]
+    means = [sh[:, None] + sk / n for sh, sk in zip(shift, sums, strict=True)]
+    sq, scale = map(list, zip(*(_wsum(dk * dk, n, m) for dk in d), strict=True))
     if len(d) == 2:
-        sq[2][:, s0 : s0 + m] = _wsum(d[0] * d[1], n, m)[0]
+        sq.append(_wsum(d[0] * d[1], n, m)[0])
+    nbad = _wsum(bad.astype(np.float64), n, m)[0] > 0
     for a in (*means, *sums, *sq):
-        a[:, s0 : s0 + m][nbad] = np.nan
+        a[nbad] = np.nan
+    return [means, sums, sq, scale]
 
 
 def _wsum(a: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
