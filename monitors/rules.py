@@ -26,6 +26,7 @@ _DIRECT_T = 8  # up to this many bars, window sums are plain reductions (the liv
 _CHUNK = 128  # bars per cumulative-sum block beyond that: bounds rounding growth and memory
 _REFINE = 1e-3  # centred sum below this share of the raw sums it came from: recompute two-pass
 _GATHER = 1 << 21  # elements per batch when recomputing flagged windows
+_BLOCK = 1 << 16  # elements per row block of the z-score (≈ 0.5 MB, fits in L2)
 _PERFECT_FIT = 1e-12  # 1 − ρ² below this: the residuals are rounding noise, not a scale
 
 
@@ -92,12 +93,18 @@ def zscore_signal(
         raise ValueError("history must be >= 2 (a standard deviation needs two values)")
     clear_z = _thresholds(z, clear_z, direction, "z")
     r, t = _rows(rho, "rho", history)
-    f = np.clip(r, -FISHER_CLIP, FISHER_CLIP)
-    np.arctanh(f, out=f)  # in place: this is the biggest array of the live path
-    mean, css = _moments(f[:, : t + history - 1], None, history, t)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zs = np.where(css > 0, (f[:, history:] - mean) / np.sqrt(css / (history - 1)), np.nan)
-        mean_rho = np.tanh(mean)
+    zs, mean = np.empty((r.shape[0], t)), np.empty((r.shape[0], t))
+    # Row blocks small enough to stay in cache: atanh of every history value is the bulk of
+    # the live path, and its sums then read it while it is still there.
+    rows = max(64, _BLOCK // r.shape[1]) if r.shape[1] else 1
+    for i in range(0, r.shape[0], rows):
+        f = np.clip(r[i : i + rows], -FISHER_CLIP, FISHER_CLIP)
+        np.arctanh(f, out=f)
+        mean[i : i + rows], css = _moments(f[:, : t + history - 1], None, history, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = (f[:, history:] - mean[i : i + rows]) / np.sqrt(css / (history - 1))
+        zs[i : i + rows] = np.where(css > 0, dev, np.nan)
+    mean_rho = np.tanh(mean)
     trigger, clear = _directional(zs, z, clear_z, direction)
     return Signal(zs, trigger, clear, {"rho": r[:, history:].copy(), "mean_rho": mean_rho})
 
@@ -226,7 +233,9 @@ def _moments(x: np.ndarray, y: np.ndarray | None, n: int, t: int) -> list[np.nda
     else:
         for s0 in range(0, t, _CHUNK):
             m = min(_CHUNK, t - s0)
-            _block_sums(xs, n, s0, m, means, sums, sq, scale)
+            for acc, part in zip((means, sums, sq, scale), _block_sums(xs, n, s0, m), strict=True):
+                for whole, piece in zip(acc, part, strict=True):
+                    whole[:, s0 : s0 + m] = piece
     with np.errstate(invalid="ignore", divide="ignore"):
         css = [sq[k] - sums[k] * sums[k] / n for k in range(len(xs))]
         flag = css[0] <= _REFINE * scale[0]
@@ -244,23 +253,13 @@ def _moments(x: np.ndarray, y: np.ndarray | None, n: int, t: int) -> list[np.nda
     return [*means, *css]
 
 
-def _block_sums(
-    xs: list[np.ndarray],
-    n: int,
-    s0: int,
-    m: int,
-    means: list[np.ndarray],
-    sums: list[np.ndarray],
-    sq: list[np.ndarray],
-    scale: list[np.ndarray],
-) -> None:
-    """Raw window sums for windows s0..s0+m−1 from cumulative sums of block-centred data.
+def _block_sums(xs: list[np.ndarray], n: int, s0: int, m: int) -> list[list[np.ndarray]]:
+    """[means, sums, sq, scale] for windows s0..s0+m−1, from cumulative sums of block-centred data.
 
     A difference of two cumulative sums is off by a few ulps of the cumulative sum, not of the
-    window's own sum: `scale` gets the cumulative sum of squares at each window's end.
+    window's own sum: `scale` is the cumulative sum of squares at each window's end.
     """
-    cols = slice(s0, s0 + m + n - 1)
-    blk = [v[:, cols] for v in xs]
+    blk = [v[:, s0 : s0 + m + n - 1] for v in xs]
     bad = np.zeros(blk[0].shape, dtype=bool)
     for b in blk:
         bad |= ~np.isfinite(b)
@@ -270,15 +269,15 @@ def _block_sums(
     # to a few ulps of the window's own magnitude.
     shift = [np.where(good, b, 0.0).sum(axis=1) / cnt for b in blk]
     d = [np.where(good, b - sh[:, None], 0.0) for b, sh in zip(blk, shift, strict=True)]
-    nbad = _wsum(bad.astype(np.float64), n, m)[0] > 0
-    for k, dk in enumerate(d):
-        sums[k][:, s0 : s0 + m] = _wsum(dk, n, m)[0]
-        means[k][:, s0 : s0 + m] = shift[k][:, None] + sums[k][:, s0 : s0 + m] / n
-        sq[k][:, s0 : s0 + m], scale[k][:, s0 : s0 + m] = _wsum(dk * dk, n, m)
+    sums = [_wsum(dk, n, m)[0] for dk in d]
+    means = [sh[:, None] + sk / n for sh, sk in zip(shift, sums, strict=True)]
+    sq, scale = map(list, zip(*(_wsum(dk * dk, n, m) for dk in d), strict=True))
     if len(d) == 2:
-        sq[2][:, s0 : s0 + m] = _wsum(d[0] * d[1], n, m)[0]
+        sq.append(_wsum(d[0] * d[1], n, m)[0])
+    nbad = _wsum(bad.astype(np.float64), n, m)[0] > 0
     for a in (*means, *sums, *sq):
-        a[:, s0 : s0 + m][nbad] = np.nan
+        a[nbad] = np.nan
+    return [means, sums, sq, scale]
 
 
 def _wsum(a: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
