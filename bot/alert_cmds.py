@@ -96,24 +96,21 @@ class AlertCommands:
         return chat is not None and (chat.type == "private" or self.h.access.is_admin(update))
 
     async def subscribe(self, update: Update, context: Ctx) -> None:
-        async def work() -> str:
-            chat = update.effective_chat
-            if context.args or chat is None:
-                raise UsageError(usage("subscribe"))
-            if not self._may_change_pushes(update):
-                return ADMIN_ONLY
-            new = await self.h.api.subscribe(chat.id)
-            return "🔔 This chat will get alert pushes." if new else "This chat already gets alert pushes."
-
-        await self._run(update, context, work)
+        await self._pushes(update, context, "subscribe")
 
     async def unsubscribe(self, update: Update, context: Ctx) -> None:
+        await self._pushes(update, context, "unsubscribe")
+
+    async def _pushes(self, update: Update, context: Ctx, command: str) -> None:
         async def work() -> str:
             chat = update.effective_chat
             if context.args or chat is None:
-                raise UsageError(usage("unsubscribe"))
+                raise UsageError(usage(command))
             if not self._may_change_pushes(update):
                 return ADMIN_ONLY
+            if command == "subscribe":
+                new = await self.h.api.subscribe(chat.id)
+                return "🔔 This chat will get alert pushes." if new else "This chat already gets alert pushes."
             gone = await self.h.api.unsubscribe(chat.id)
             return "🔕 No more alert pushes to this chat." if gone else "This chat gets no alert pushes."
 

@@ -593,6 +593,12 @@ class BotHarness:
                 quiet_until = time.monotonic() + quiet
         return replies()
 
+    def one(self, text: str, **kw: Any) -> str:
+        """The one reply to ``text``, as the user reads it (fails on none or several)."""
+        replies = self.ask(text, **kw)
+        assert len(replies) == 1, [r.text for r in replies]
+        return replies[0].plain
+
     def ask(self, text: str, *, chat_id: Any = None, quiet: float = 0.2,
             timeout: float = 15.0, **kw: Any) -> list[Call]:
         result: list[Call] = self.run(self._ask(text, chat_id, quiet, timeout, **kw),

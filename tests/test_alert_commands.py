@@ -36,9 +36,7 @@ def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotHarness]:
 
 
 def one(bot: BotHarness, text: str, **kw: Any) -> str:
-    replies = bot.ask(text, **kw)
-    assert len(replies) == 1, [r.text for r in replies]
-    return replies[0].plain
+    return bot.one(text, **kw)
 
 
 def rows(bot: BotHarness, sql: str) -> list[tuple[Any, ...]]:

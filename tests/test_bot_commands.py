@@ -41,9 +41,7 @@ def db(bot: BotHarness):  # type: ignore[no-untyped-def]
 
 
 def one(bot: BotHarness, text: str, **kw: object) -> str:
-    replies = bot.ask(text, **kw)
-    assert len(replies) == 1, [r.text for r in replies]
-    return replies[0].plain
+    return bot.one(text, **kw)
 
 
 def num(s: str) -> float | None:
