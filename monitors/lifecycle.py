@@ -17,7 +17,7 @@ Time is bar time, never the wall clock, so a backtest and the live service agree
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -45,12 +45,14 @@ class LifeState:
         return cls(z.copy(), z.copy(), never(), never(), never(), never())
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):  # a tuple: thousands can be made per bar when a big universe moves
     kind: Literal["fire", "resolve", "reminder"]
     key: int  # index into the keys
     bar: int  # column of the bar in the evaluated block
     ts: int  # the bar's ts
+
+
+_KINDS: tuple[Literal["fire", "resolve", "reminder"], ...] = ("fire", "resolve", "reminder")
 
 
 def advance(
@@ -97,7 +99,9 @@ def advance(
         state.resolved_ts[resolve] = bar_ts
         state.fired_ts[resolve] = NO_TS
         state.last_ts[live] = bar_ts
-        for kind, mask in (("fire", fire), ("resolve", resolve), ("reminder", remind)):
-            out.extend(Transition(kind, int(k), t, bar_ts) for k in np.flatnonzero(mask))  # type: ignore[arg-type]
-    out.sort(key=lambda tr: (tr.bar, tr.key))
+        # At most one transition per key and bar (fire, resolve and reminder exclude each
+        # other), so keys ascending within bars ascending needs no sort.
+        keys = np.flatnonzero(fire | resolve | remind)
+        which = np.where(fire[keys], 0, np.where(resolve[keys], 1, 2))
+        out.extend(Transition(_KINDS[w], k, t, bar_ts) for k, w in zip(keys.tolist(), which.tolist(), strict=True))
     return out
