@@ -82,6 +82,8 @@ def alert_status_lines(a: AlertStatus) -> list[str]:
     lines += [_episode(e) for e in a.firing[:10]]
     if a.mutes:
         lines.append("mutes: " + "; ".join(_mute(m) for m in a.mutes[:5]))
+    for rule, values in a.overrides.items():
+        lines.append(f"/set {esc(rule)}: " + esc(", ".join(f"{k}={v}" for k, v in values.items()), 200))
     return lines
 
 

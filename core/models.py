@@ -248,3 +248,4 @@ class AlertStatus:
     mutes: list[MuteView]
     next_try: float | None = None  # when the oldest waiting row is retried
     failures: list[str] = field(default_factory=list)  # "chat: error" of the latest failed rows
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # what /set changed, per rule

@@ -141,4 +141,4 @@ def alert_status(db: sqlite_utils.Database, cfg: Config) -> AlertStatus:
     pending, failed = store.outbox_counts(db)
     failures = [f"{r.chat}: {r.error}" for r in outbox.failed_rows(db, 3)]
     return AlertStatus([_view(e) for e in store.firing_episodes(db)], pending, failed, store.last_evaluated(db),
-                       mutes(db, cfg), outbox.next_due(db) if pending else None, failures)
+                       mutes(db, cfg), outbox.next_due(db) if pending else None, failures, store.overrides(db))

@@ -83,6 +83,7 @@ def test_set_is_for_admins_validated_and_resettable(bot: BotHarness) -> None:
     text = one(bot, "/set coupling above 0.7", user_id=ADMIN)
     assert "above = 0.7" in text and "set: above=0.7" in text
     assert "set: above=0.7" in one(bot, "/rules")
+    assert "/set coupling: above=0.7" in one(bot, "/status", user_id=ADMIN)
     bad = one(bot, "/set coupling above 2", user_id=ADMIN)
     assert "coupling.above" in bad and "1" in bad
     assert "no settable key" in one(bot, "/set coupling colour red", user_id=ADMIN)
