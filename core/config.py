@@ -31,6 +31,8 @@ class _Strict(BaseModel):
 
 class StorageConfig(_Strict):
     path: Path = Path("corrbot.db")
+    # How long a write waits for another process's lock before failing ("database … is busy").
+    busy_timeout_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 30.0
 
 
 class AssetConfig(_Strict):
@@ -368,5 +370,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     cfg = parse_config(data)
     if not cfg.storage.path.is_absolute():
         # A relative DB path is relative to the config file, not to wherever we were started.
-        cfg = cfg.model_copy(update={"storage": StorageConfig(path=p.parent / cfg.storage.path)})
+        storage = cfg.storage.model_copy(update={"path": p.parent / cfg.storage.path})
+        cfg = cfg.model_copy(update={"storage": storage})
     return cfg

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
 from service import queries
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
+from storage.db import explain
 
 log = logging.getLogger("corrbot")
 
@@ -74,7 +76,7 @@ def _date(text: str) -> datetime:
 def _open(cfg: Config, readonly: bool = True):  # type: ignore[no-untyped-def]
     from storage.db import open_db
 
-    return open_db(cfg.storage.path, readonly=readonly)
+    return open_db(cfg.storage.path, readonly=readonly, busy_timeout=cfg.storage.busy_timeout_seconds)
 
 
 def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
@@ -175,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from storage.db import open_db
 
     cfg = demo_config(Path(args.db).resolve())
-    db = open_db(cfg.storage.path)
+    db = open_db(cfg.storage.path, key="--db")
     imports, update = run_demo(db, cfg)
     for rep in imports:
         print(f"imported {rep.asset:<4} {rep.timeframe}: {rep.rows_read} rows ({rep.inserted} new)")
@@ -237,11 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
+    busy: float | None = None
     try:
         if args.command == "demo":
             return cmd_demo(args)
         cfg = load_config(args.config)
+        db_path, busy = cfg.storage.path, cfg.storage.busy_timeout_seconds
         return COMMANDS[args.command](cfg, args)
+    except sqlite3.Error as exc:  # a failure after open_db: locked, disk full, damaged …
+        err = explain(exc, db_path, busy_timeout=busy)
+        print(f"corrbot: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
     except (ConfigError, UserInputError) as exc:
         print(f"corrbot: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,237 @@
+"""Operational failures (issue 8, "Seen today"): each bad database, config or environment gives
+one line naming what is wrong and what to do, exit 1 (runtime) or 2 (config), no traceback,
+and the stored file is left as it was. Real files in tmp_path, the real CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_DATA
+
+from service.cli import main
+from storage.db import open_db, transaction
+
+BTC_CSV = DEMO_DATA / "BTC-USD_daily.csv"
+
+CONFIG = """
+[storage]
+path = "{db}"
+busy_timeout_seconds = 0.2
+
+[[assets]]
+name = "BTC"
+kind = "crypto"
+exchange = "binance"
+symbol = "BTC/USDT"
+
+[[assets]]
+name = "IWM"
+kind = "equity"
+ticker = "IWM"
+"""
+
+
+def config(tmp_path: Path, db: Path, extra: str = "") -> Path:
+    p = tmp_path / "corrbot.toml"
+    p.write_text(CONFIG.format(db=db) + extra, encoding="utf-8")
+    return p
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    assert err.count("\n") == 1 and err.startswith("corrbot: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def digest(*paths: Path) -> dict[str, str | None]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None for p in paths}
+
+
+def siblings(db: Path) -> list[Path]:
+    """The database and its WAL (the -shm is SQLite's scratch index, rewritten by any reader)."""
+    return [db, db.with_name(db.name + "-wal")]
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tiny tmpfs (needs root and mount permission; skipped elsewhere)."""
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def corrbot_db(path: Path) -> None:
+    """A migrated corrbot database with some bars, closed."""
+    db = open_db(path)
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO bars (asset, timeframe, ts, close) VALUES ('BTC', '1d', 86400, 1.0)")
+    db.conn.close()
+
+
+# ---- the database --------------------------------------------------------------------------
+
+
+def test_locked_by_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    corrbot_db(db)
+    toml = config(tmp_path, db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO bars (asset, timeframe, ts, close) VALUES ('BTC', '1d', 172800, 2.0)")
+    try:
+        rc, _out, err = run(capsys, "--config", str(toml), "import", "BTC", str(BTC_CSV))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert rc == 1
+    one_line(err)
+    assert f"database {db} is busy (locked by another process) for more than 0.2s" in err
+    rows = sqlite3.connect(db).execute("SELECT ts, close FROM bars").fetchall()
+    assert rows == [(86400, 1.0)]
+
+
+def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with tmpfs(tmp_path / "small", "160k") as d:
+        db = d / "corrbot.db"
+        corrbot_db(db)
+        before = sqlite3.connect(db).execute("SELECT * FROM bars").fetchall()
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), "import", "BTC", str(BTC_CSV))
+        assert rc == 1
+        one_line(err)
+        assert f"database {db}: the disk is full (database or disk is full) — free space on {d}" in err
+        assert "cannot rollback" not in err
+        assert sqlite3.connect(db).execute("SELECT * FROM bars").fetchall() == before
+        assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_rollback_error_does_not_hide_the_first(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "corrbot.db")
+    with pytest.raises(ZeroDivisionError), transaction(db) as conn:
+        conn.execute("INSERT INTO bars (asset, timeframe, ts, close) VALUES ('BTC', '1d', 1, 1.0)")
+        conn.execute("ROLLBACK")  # what SQLite does by itself on SQLITE_FULL / IOERR
+        1 / 0  # noqa: B018
+    assert not db.conn.in_transaction
+
+
+def test_read_only_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db_dir = tmp_path / "ro"
+    if os.geteuid() == 0:  # root writes through file modes: make the file system read-only
+        ctx: contextlib.AbstractContextManager[Path] = tmpfs(db_dir, "4m")
+    else:
+        db_dir.mkdir()
+        ctx = contextlib.nullcontext(db_dir)
+    with ctx:
+        db = db_dir / "corrbot.db"
+        corrbot_db(db)
+        before = digest(*siblings(db))
+        if os.geteuid() == 0:
+            subprocess.run(["mount", "-o", "remount,ro", str(db_dir)], check=True)
+        else:
+            db.chmod(0o444)
+            db_dir.chmod(0o555)
+        try:
+            rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), "import", "BTC", str(BTC_CSV))
+        finally:
+            if os.geteuid() != 0:
+                db_dir.chmod(0o755)
+        assert rc == 1
+        one_line(err)
+        assert str(db) in err and ("read-only" in err or "cannot open" in err), err
+        assert "readable and writable" in err or "writable by this user" in err
+        assert digest(*siblings(db)) == before
+
+
+def test_empty_file_is_a_new_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    db.write_bytes(b"")
+    rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), "update")
+    assert rc == 0, err
+    assert sqlite3.connect(db).execute("SELECT value FROM meta").fetchone() == ("3",)
+
+
+def test_not_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    db.write_text("# my notes, not a database\n" * 100, encoding="utf-8")
+    before = digest(*siblings(db))
+    for argv in (["update"], ["rank", "BTC"]):
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), *argv)
+        assert rc == 2
+        one_line(err)
+        assert f"storage.path: {db} is not an SQLite database (file is not a database)" in err
+        assert digest(*siblings(db)) == before
+
+
+def test_schema_version_not_a_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    corrbot_db(db)
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE meta SET value = 'three' WHERE key = 'schema_version'")
+    before = digest(*siblings(db))
+    for argv in (["update"], ["rank", "BTC"]):
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), *argv)
+        assert rc == 1
+        one_line(err)
+        assert f"database {db} is damaged: meta.schema_version is 'three', not a number" in err
+        assert digest(*siblings(db)) == before
+
+
+def test_dropped_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    corrbot_db(db)
+    with sqlite3.connect(db) as c:
+        c.execute("DROP VIEW bars_view")
+        c.execute("DROP TABLE bars")
+    before = digest(*siblings(db))
+    for argv in (["update"], ["rank", "BTC"]):
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), *argv)
+        assert rc == 1
+        one_line(err)
+        assert f"database {db} is damaged: table bars is missing" in err
+        assert digest(*siblings(db)) == before
+
+
+def test_another_applications_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "places.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)")
+        c.execute("INSERT INTO moz_places (url) VALUES ('https://example.org')")
+    c.close()
+    before = digest(*siblings(db))
+    for argv in (["update"], ["rank", "BTC"]):
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), *argv)
+        assert rc == 2
+        one_line(err)
+        assert f"storage.path: {db} is another application's SQLite database (tables moz_places" in err
+        assert digest(*siblings(db)) == before
+    tables = sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("moz_places",)]
+
+
+def test_parent_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").write_text("a file\n", encoding="utf-8")
+    db = tmp_path / "data" / "sub" / "corrbot.db"
+    rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), "update")
+    assert rc == 2
+    one_line(err)
+    assert f"storage.path: {db.parent} cannot be created: {tmp_path / 'data'} is a file, not a directory" in err
+    assert (tmp_path / "data").read_text(encoding="utf-8") == "a file\n"
