@@ -158,7 +158,6 @@ TABLES = frozenset({
     "meta", "bars", "series", "corr", "pair_state", "dirty", "feed_status", "push_chats",
     "alert_state", "episodes", "outbox", "outbox_episodes", "mutes", "rule_overrides",
 })
-SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT = 30.0
 
 
@@ -240,23 +239,16 @@ def _mkdirs_private(d: Path, key: str) -> None:
 
 
 def _precheck(p: Path, key: str) -> bool:
-    """Refuse what is not (or cannot become) an SQLite file; True if the file exists."""
+    """Refuse a path that cannot be a database file; True if the file exists."""
     if not p.exists():
         if p.parent.exists() and not p.parent.is_dir():
             raise ConfigError(f"{p} cannot be created: {p.parent} is a file, not a directory", key)
         return False
     if not p.is_file():
         raise ConfigError(f"{p} is not a regular file", key)
-    try:
-        with p.open("rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StorageError(f"cannot read database {p} ({exc.strerror})") from None
-    if head and head != SQLITE_HEADER:
-        raise ConfigError(
-            f"{p} is not an SQLite database (file is not a database) — point it at the corrbot "
-            "database or a new file", key,
-        )
+    # Never open() the file here to sniff its header: closing any descriptor of a database
+    # drops this process's POSIX locks on it, including those of another open connection
+    # (corruption). SQLite itself reports a non-database file: SQLITE_NOTADB, see `explain`.
     return True
 
 
@@ -278,8 +270,10 @@ def open_db(path: str | Path, *, readonly: bool = False,
         existed = _precheck(p, key)
         if not readonly and not existed:
             _mkdirs_private(p.parent, key)
-            try:
-                os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
+            try:  # O_EXCL: a file someone else just created is theirs, left as it is
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
             except OSError as exc:
                 raise StorageError(f"cannot create database {p} ({exc.strerror})") from None
     try:
