@@ -80,7 +80,19 @@ def _open(cfg: Config, readonly: bool = True):  # type: ignore[no-untyped-def]
 
 
 def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
+    from core.config import config_path, readable_by_others
+
+    tf = cfg.telegram.token_file
+    if tf is not None:
+        if not tf.is_file():
+            why = "does not exist" if not tf.exists() else "is not a regular file"
+            raise ConfigError(f"{tf} {why} (or unset it and use $CORRBOT_TELEGRAM_TOKEN)", "telegram.token_file")
+        cfg.telegram_token()  # unreadable, not UTF-8: ConfigError naming the key
     print(watch_list(cfg))
+    for what, path in (("token file", tf), ("config file", config_path(args.config))):
+        warning = readable_by_others(path) if path is not None else None
+        if warning:
+            print(f"corrbot: warning: {what} {warning}", file=sys.stderr)
     return 0
 
 

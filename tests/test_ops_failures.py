@@ -9,11 +9,12 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DATA
+from conftest import DEMO_DATA, REPO
 
 from service.cli import main
 from storage.db import open_db, transaction
@@ -235,3 +236,76 @@ def test_parent_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     one_line(err)
     assert f"storage.path: {db.parent} cannot be created: {tmp_path / 'data'} is a file, not a directory" in err
     assert (tmp_path / "data").read_text(encoding="utf-8") == "a file\n"
+
+
+# ---- the config ------------------------------------------------------------------------------
+
+
+def check_config(capsys: pytest.CaptureFixture[str], toml: Path) -> tuple[int, str, str]:
+    return run(capsys, "--config", str(toml), "check-config")
+
+
+def test_empty_timeframe_windows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = config(tmp_path, tmp_path / "x.db", '\n[correlation]\ntimeframe_windows = { "1h" = [] }\n')
+    rc, _out, err = check_config(capsys, toml)
+    assert rc == 2
+    assert one_line(err) == "corrbot: correlation.timeframe_windows.1h: needs at least one window\n"
+
+
+def test_deeply_nested_array(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = tmp_path / "deep.toml"
+    toml.write_text("x = " + "[" * 2000 + "]" * 2000 + "\n", encoding="utf-8")
+    rc, _out, err = check_config(capsys, toml)
+    assert rc == 2
+    assert one_line(err) == f"corrbot: {toml}: not valid TOML (arrays or tables nested too deeply)\n"
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = config(tmp_path, tmp_path / "x.db")
+    toml.write_bytes(b"\xef\xbb\xbf" + toml.read_bytes())
+    toml.chmod(0o600)
+    rc, out, err = check_config(capsys, toml)
+    assert rc == 0, err
+    assert err == "" and "BTC" in out
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "corrbot.toml"
+    os.mkfifo(fifo)
+    # A subprocess: if it blocked on the FIFO, the timeout fails the test instead of hanging it.
+    r = subprocess.run([sys.executable, "-m", "service.cli", "--config", str(fifo), "check-config"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert r.returncode == 2
+    assert one_line(r.stderr) == (
+        f"corrbot: cannot read config file {fifo}: not a regular file (a directory, FIFO or device?)\n"
+    )
+
+
+def test_missing_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-token"
+    toml = config(tmp_path, tmp_path / "x.db", f'\n[telegram]\ntoken_file = "{missing}"\n')
+    rc, out, err = check_config(capsys, toml)
+    assert rc == 2 and out == ""
+    assert one_line(err) == (
+        f"corrbot: telegram.token_file: {missing} does not exist "
+        "(or unset it and use $CORRBOT_TELEGRAM_TOKEN)\n"
+    )
+
+
+def test_warns_about_files_others_can_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "token"
+    token.write_text("123456789:AAfake-token-for-the-test-only-xxxxxxxx\n", encoding="utf-8")
+    toml = config(tmp_path, tmp_path / "x.db", f'\n[telegram]\ntoken_file = "{token}"\n')
+    token.chmod(0o644)
+    toml.chmod(0o640)
+    rc, out, err = check_config(capsys, toml)
+    assert rc == 0 and "BTC" in out
+    assert err.splitlines() == [
+        f"corrbot: warning: token file {token} is readable by group/others (mode 0644) — run: chmod 600 {token}",
+        f"corrbot: warning: config file {toml} is readable by group/others (mode 0640) — run: chmod 600 {toml}",
+    ]
+    assert "AAfake" not in out + err
+    token.chmod(0o600)
+    toml.chmod(0o600)
+    rc, out, err = check_config(capsys, toml)
+    assert rc == 0 and err == ""
