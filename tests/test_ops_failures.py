@@ -309,3 +309,26 @@ def test_warns_about_files_others_can_read(tmp_path: Path, capsys: pytest.Captur
     toml.chmod(0o600)
     rc, out, err = check_config(capsys, toml)
     assert rc == 0 and err == ""
+
+
+# ---- files created private -------------------------------------------------------------------
+
+
+def test_new_database_and_state_dir_are_private(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state" / "corrbot"
+    db_path = state / "corrbot.db"
+    old = os.umask(0o022)
+    try:
+        rc, _out, err = run(capsys, "--config", str(config(tmp_path, db_path)), "update")
+        assert rc == 0, err
+        db = open_db(db_path)  # open while writing: the -wal and -shm exist
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO bars (asset, timeframe, ts, close) VALUES ('BTC', '1d', 1, 1.0)")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "state", state, *state.iterdir()]}
+        db.conn.close()
+    finally:
+        os.umask(old)
+    assert modes == {
+        "state": 0o700, "corrbot": 0o700,
+        "corrbot.db": 0o600, "corrbot.db-wal": 0o600, "corrbot.db-shm": 0o600,
+    }
