@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -185,11 +187,24 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import demo_config, run_demo
+    from service.demo import demo_config, foreign_bars, run_demo
     from storage.db import open_db
 
     cfg = demo_config(Path(args.db).resolve())
-    db = open_db(cfg.storage.path, key="--db")
+    path = cfg.storage.path
+    if path.is_file() and path.stat().st_size > 0:  # a previous demo's DB is fine; a real one is not
+        existing = open_db(path, readonly=True, key="--db")
+        try:
+            foreign = foreign_bars(existing)
+        finally:
+            existing.close()
+        if foreign:
+            more = f", … ({len(foreign)} series)" if len(foreign) > 3 else ""
+            raise UserInputError(
+                f"--db {path} already holds data that is not the demo's ({', '.join(foreign[:3])}{more}) "
+                "— the demo writes into it: give it a file of its own, e.g. --db corrbot-demo.db"
+            )
+    db = open_db(path, key="--db")
     imports, update = run_demo(db, cfg)
     for rep in imports:
         print(f"imported {rep.asset:<4} {rep.timeframe}: {rep.rows_read} rows ({rep.inserted} new)")
@@ -255,10 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     busy: float | None = None
     try:
         if args.command == "demo":
-            return cmd_demo(args)
+            rc = cmd_demo(args)
+            sys.stdout.flush()
+            return rc
         cfg = load_config(args.config)
         db_path, busy = cfg.storage.path, cfg.storage.busy_timeout_seconds
-        return COMMANDS[args.command](cfg, args)
+        rc = COMMANDS[args.command](cfg, args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `corrbot rank BTC | head -1`: the reader is gone. Exit quietly, as a tool killed by
+        # SIGPIPE would (status 141); stdout goes to /dev/null so the final flush is silent.
+        with contextlib.suppress(OSError, ValueError):  # ValueError: no real fd (in-process tests)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 141
     except sqlite3.Error as exc:  # a failure after open_db: locked, disk full, damaged …
         err = explain(exc, db_path, busy_timeout=busy)
         print(f"corrbot: {err}", file=sys.stderr)

@@ -85,7 +85,8 @@ def corrbot_db(path: Path) -> None:
     """A migrated corrbot database with some bars, closed."""
     db = open_db(path)
     with transaction(db) as conn:
-        conn.execute("INSERT INTO bars (asset, timeframe, ts, close) VALUES ('BTC', '1d', 86400, 1.0)")
+        conn.execute("INSERT INTO bars (asset, timeframe, ts, close, source) "
+                     "VALUES ('BTC', '1d', 86400, 1.0, 'binance')")
     db.conn.close()
 
 
@@ -107,7 +108,7 @@ def test_locked_by_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert rc == 1
     one_line(err)
     assert f"database {db} is busy (locked by another process) for more than 0.2s" in err
-    rows = sqlite3.connect(db).execute("SELECT ts, close FROM bars").fetchall()
+    rows = sqlite3.connect(db).execute("SELECT ts, close FROM bars").fetchall()  # the one bar it had
     assert rows == [(86400, 1.0)]
 
 
@@ -332,3 +333,34 @@ def test_new_database_and_state_dir_are_private(tmp_path: Path, capsys: pytest.C
         "state": 0o700, "corrbot": 0o700,
         "corrbot.db": 0o600, "corrbot.db-wal": 0o600, "corrbot.db-shm": 0o600,
     }
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    toml = config(tmp_path, tmp_path / "x.db")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--config", str(toml), "check-config"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head -1` having exited before corrbot writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert "warning: config file" in err or err == ""
+
+
+def test_demo_refuses_a_real_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "corrbot.db"
+    corrbot_db(db)  # a bar from a backfill-like source, not the demo's CSVs
+    before = digest(*siblings(db))
+    rc, out, err = run(capsys, "demo", "--db", str(db))
+    assert rc == 2 and out == ""
+    assert one_line(err) == (
+        f"corrbot: --db {db} already holds data that is not the demo's (BTC (binance)) — the demo writes "
+        "into it: give it a file of its own, e.g. --db corrbot-demo.db\n"
+    )
+    assert digest(*siblings(db)) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrbot.db"]
