@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.redact import redact
 from core import __version__
 from core.config import Config, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
@@ -288,13 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except sqlite3.Error as exc:  # a failure after open_db: locked, disk full, damaged …
         err = explain(exc, db_path, busy_timeout=busy)
-        print(f"corrbot: {err}", file=sys.stderr)
+        print(f"corrbot: {redact(str(err))}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     except (ConfigError, UserInputError) as exc:
-        print(f"corrbot: {exc}", file=sys.stderr)
+        print(f"corrbot: {redact(str(exc))}", file=sys.stderr)
         return 2
-    except CorrbotError as exc:
-        print(f"corrbot: {exc}", file=sys.stderr)
+    except CorrbotError as exc:  # messages are built token-free; redact anyway (echoed URLs)
+        print(f"corrbot: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

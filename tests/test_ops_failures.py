@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import DEMO_DATA, REPO
 
+from bot import redact
 from service.cli import main
 from storage.db import open_db, transaction
 
@@ -364,3 +370,71 @@ def test_demo_refuses_a_real_database(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert digest(*siblings(db)) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrbot.db"]
+
+
+# ---- the token in any encoding ---------------------------------------------------------------
+
+TOKEN = "123456789:AAfakeTokenForTheOpsTestOnly_abcdefgh"
+ECHO = ("Bad Request: invalid request path "
+        + urllib.parse.quote(f"/bot{TOKEN}/getMe", safe="").lower())  # %2fbot123456789%3aaafake…%2fgetme
+
+
+def test_encoded_token_redacted_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    redact.install(TOKEN)
+    other = "bot987654321%3A" + "q" * 35  # not installed: caught by its shape
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("telegram.ext.Updater").warning("getUpdates failed: %s", ECHO)
+        logging.getLogger("corrbot.test").error("%s and %s", TOKEN.lower(), other)
+    text = caplog.text + " ".join(r.getMessage() for r in caplog.records)
+    assert "aafaketokenfortheopstestonly" not in text.lower()
+    assert "q" * 35 not in text
+    assert f"path %2fbot{redact.REDACTED}%2fgetme" in caplog.records[0].getMessage()
+
+
+class _EchoingBotApi(BaseHTTPRequestHandler):
+    """A Bot API (say, behind a proxy) that answers everything with a 400 echoing the path."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"ok": False, "error_code": 400, "description": ECHO}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_encoded_token_redacted_in_run_error(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingBotApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dead = f"http://127.0.0.1:{server.server_address[1]}/dead"
+    extra = f"""
+[feeds]
+retries = 0
+yahoo_base_url = "{dead}"
+ccxt_urls = {{ binance = "{dead}" }}
+
+[telegram]
+base_url = "http://127.0.0.1:{server.server_address[1]}/bot"
+"""
+    toml = config(tmp_path, tmp_path / "x.db", extra)
+    env = {k: v for k, v in os.environ.items() if k != "CORRBOT_CONFIG"} | {"CORRBOT_TELEGRAM_TOKEN": TOKEN}
+    try:
+        r = subprocess.run([sys.executable, "-m", "service.cli", "--config", str(toml), "run"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env, check=False)
+    finally:
+        server.shutdown()
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.splitlines()[-1]
+    # python-telegram-bot drops "Bad Request: " and capitalises the rest.
+    assert last == (
+        f"corrbot: cannot reach the Telegram Bot API at http://127.0.0.1:{server.server_address[1]}: "
+        f"Invalid request path %2fbot{redact.REDACTED}%2fgetme"
+    ), r.stderr
+    assert "aafaketokenfortheopstestonly" not in (r.stdout + r.stderr).lower()
