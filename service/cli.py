@@ -28,6 +28,10 @@ from storage.db import explain
 
 log = logging.getLogger("corrbot")
 
+# Chatty at INFO/DEBUG: a job line every few seconds, every HTTP request, font scans.
+# (yfinance is set to CRITICAL by feeds.equities: it logs each failure we already report.)
+QUIET_LOGGERS = ("apscheduler", "ccxt", "urllib3", "asyncio", "matplotlib", "PIL", "peewee", "aiohttp")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corrbot", description="Crypto vs small-cap tech correlations.")
@@ -267,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:  # -v is for corrbot's own DEBUG lines, not every library's
+        logging.getLogger(name).setLevel(logging.WARNING)
     db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
     busy: float | None = None
     try:

@@ -9,12 +9,14 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -438,3 +440,28 @@ base_url = "http://127.0.0.1:{server.server_address[1]}/bot"
         f"Invalid request path %2fbot{redact.REDACTED}%2fgetme"
     ), r.stderr
     assert "aafaketokenfortheopstestonly" not in (r.stdout + r.stderr).lower()
+
+
+# ---- third-party log noise -------------------------------------------------------------------
+
+
+async def test_unreachable_yahoo_logs_our_line_not_yfinances(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.config import load_config
+    from service.sync import poll_equities
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    extra = f'\n[feeds]\nretries = 0\ntimeout_seconds = 5\nyahoo_base_url = "{dead}"\n'
+    cfg = load_config(config(tmp_path, tmp_path / "x.db", extra))
+    caplog.set_level(logging.DEBUG)
+    res = await poll_equities(open_db(cfg.storage.path), cfg, timeframes=("1d",),
+                              now=datetime(2025, 7, 12, tzinfo=UTC))
+    assert not res[0].ok
+    theirs = [r for r in caplog.records if r.name.split(".")[0] == "yfinance"]
+    ours = [r for r in caplog.records if r.name == "feeds.equities" and r.levelno == logging.WARNING]
+    assert theirs == [], [r.getMessage() for r in theirs][:5]
+    assert [r.getMessage() for r in ours] == ["yahoo: IWM: Yahoo unreachable or failing (IWM 1d)"]
+    assert "delisted" not in caplog.text
