@@ -12,7 +12,7 @@ import logging
 import time
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -65,7 +65,7 @@ class ErrorReporter:
         if now - self._last_notice.get(kind, -1e9) < ADMIN_NOTICE_INTERVAL:
             return
         self._last_notice[kind] = now
-        detail = html.escape(redact.redact(first_line(err)))
+        detail = html.escape(first_line(redact.redact(str(err))))  # redact, then cut
         text = f"⚠ corrbot error: {html.escape(kind)}: {detail}"
         for admin in self.admins:
             try:
@@ -151,6 +151,10 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     except NetworkError as exc:
         raise CorrbotError(
             f"cannot reach the Telegram Bot API at {host}: {redact.redact(str(exc))}"
+        ) from None
+    except TelegramError as exc:  # e.g. a 400 from a proxy or self-hosted server: one line, redacted
+        raise CorrbotError(
+            f"the Telegram Bot API at {host} refused to start the bot: {first_line(redact.redact(str(exc)))}"
         ) from None
     await app.start()
     assert app.updater is not None

@@ -5,7 +5,8 @@ URLs at INFO, so the token would otherwise land in journald. Two layers:
 
 - the "httpx"/"httpcore" loggers are set to WARNING (no per-request lines at all);
 - `RedactFilter` rewrites any record's message, arguments and traceback text, replacing
-  the known token(s) and anything shaped like one (``bot<digits>:<30+ chars>``).
+  the known token(s) and anything shaped like one (``bot<digits>:<30+ chars>``), in any
+  letter case and percent-encoding (an error that echoes the URL path: ``%2fbot1%3aaa…``).
 
 A logging.Filter attached to a logger only sees records created on that logger, not ones
 propagating from children, and handlers added later (pytest's caplog, a journald handler)
@@ -21,17 +22,29 @@ import threading
 import traceback
 from typing import Any
 
-_SHAPE = re.compile(r"(bot)?\d{5,}:[A-Za-z0-9_-]{30,}")
+# A token's ":" may come back percent-encoded (once or twice) and the whole token lower-cased:
+# a Bot API error that echoes the request path ("%2fbot123456789%3aaafake…%2fgetme").
+_COLON = r"(?::|%3a|%253a)"
+_SHAPE = re.compile(rf"(bot)?\d{{5,}}{_COLON}[A-Za-z0-9_-]{{30,}}", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: dict[str, re.Pattern[str]] = {}
 _installed = False
 
 
+def _any_encoding(secret: str) -> re.Pattern[str]:
+    """``secret`` verbatim, in any letter case, with any character percent-encoded (%XX, %25XX)."""
+    alts = []
+    for ch in secret:
+        codes = "".join(f"%{b:02x}" for b in ch.encode("utf-8"))
+        alts.append(f"(?:{re.escape(ch)}|{re.escape(codes)}|{re.escape(codes.replace('%', '%25'))})")
+    return re.compile("".join(alts), re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    for s in _secrets:
-        text = text.replace(s, REDACTED)
+    for pattern in _secrets.values():
+        text = pattern.sub(REDACTED, text)
     return _SHAPE.sub(REDACTED, text)
 
 
@@ -65,7 +78,9 @@ def install(*secrets: str) -> None:
     """Redact ``secrets`` (and token-shaped strings) from all log records from now on."""
     global _installed
     with _lock:
-        _secrets.update(s for s in secrets if s)
+        for s in secrets:
+            if s and s not in _secrets:
+                _secrets[s] = _any_encoding(s)
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
         if _installed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,8 @@ class _Strict(BaseModel):
 
 class StorageConfig(_Strict):
     path: Path = Path("corrbot.db")
+    # How long a write waits for another process's lock before failing ("database … is busy").
+    busy_timeout_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 30.0
 
 
 class AssetConfig(_Strict):
@@ -352,21 +355,46 @@ def parse_config(data: dict[str, object]) -> Config:
     return cfg
 
 
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: ``path``, else $CORRBOT_CONFIG, else ./corrbot.toml."""
+    return Path(path or os.environ.get("CORRBOT_CONFIG") or DEFAULT_PATH)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate the TOML config at ``path`` (or $CORRBOT_CONFIG, or ./corrbot.toml)."""
-    p = Path(path or os.environ.get("CORRBOT_CONFIG") or DEFAULT_PATH)
+    p = config_path(path)
     try:
+        # Only regular files: reading a FIFO would block until someone writes to it.
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise ConfigError(f"cannot read config file {p}: not a regular file (a directory, FIFO or device?)")
         raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found (copy config.example.toml)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # -sig: a leading BOM (Notepad) is fine
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    cfg = parse_config(data)
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid TOML (arrays or tables nested too deeply)") from None
+    try:
+        cfg = parse_config(data)
+    except RecursionError:
+        raise ConfigError(f"{p}: values nested too deeply") from None
     if not cfg.storage.path.is_absolute():
         # A relative DB path is relative to the config file, not to wherever we were started.
-        cfg = cfg.model_copy(update={"storage": StorageConfig(path=p.parent / cfg.storage.path)})
+        storage = cfg.storage.model_copy(update={"path": p.parent / cfg.storage.path})
+        cfg = cfg.model_copy(update={"storage": storage})
     return cfg
+
+
+def readable_by_others(path: Path) -> str | None:
+    """A warning if ``path`` (holding secrets) can be read by group or others, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o044:
+        return f"{path} is readable by group/others (mode {stat.S_IMODE(mode):04o}) — run: chmod 600 {path}"
+    return None

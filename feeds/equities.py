@@ -58,6 +58,10 @@ from core.timeframes import TIMEFRAME_SECONDS
 from feeds.base import BAR_COLUMNS
 
 log = logging.getLogger(__name__)
+# yfinance logs every failed request itself (~50 ERROR/WARNING lines per poll with Yahoo
+# unreachable, including a false "possibly delisted; no timezone found") and swallows the
+# error; we classify it from the wire and log one line per ticker (`fetch_equities`).
+logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
 SOURCE = "yahoo"
 HOURLY_LIMIT = timedelta(days=729)  # Yahoo serves ~730 days of 1h bars; keep a day of margin
@@ -250,4 +254,6 @@ async def fetch_equities(
     """Closed bars by asset key for one timeframe: one batched download from ``start``."""
     key_of = {t: k for k, t in ticker_of.items()}
     got, errs = await _download_retrying(list(ticker_of.values()), tf, start, cfg.feeds, now, sleep)
+    for t, err in errs.items():  # our one line per failure (yfinance's own are silenced above)
+        log.warning("%s (%s %s)", err, key_of[t], tf)
     return {key_of[t]: df for t, df in got.items()}, {key_of[t]: e for t, e in errs.items()}

@@ -7,21 +7,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.redact import redact
 from core import __version__
 from core.config import Config, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
 from service import queries
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
+from storage.db import explain
 
 log = logging.getLogger("corrbot")
+
+# Chatty at INFO/DEBUG: a job line every few seconds, every HTTP request, font scans.
+# (yfinance is set to CRITICAL by feeds.equities: it logs each failure we already report.)
+QUIET_LOGGERS = ("apscheduler", "ccxt", "urllib3", "asyncio", "matplotlib", "PIL", "peewee", "aiohttp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,11 +83,23 @@ def _date(text: str) -> datetime:
 def _open(cfg: Config, readonly: bool = True):  # type: ignore[no-untyped-def]
     from storage.db import open_db
 
-    return open_db(cfg.storage.path, readonly=readonly)
+    return open_db(cfg.storage.path, readonly=readonly, busy_timeout=cfg.storage.busy_timeout_seconds)
 
 
 def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
+    from core.config import config_path, readable_by_others
+
+    tf = cfg.telegram.token_file
+    if tf is not None:
+        if not tf.is_file():
+            why = "does not exist" if not tf.exists() else "is not a regular file"
+            raise ConfigError(f"{tf} {why} (or unset it and use $CORRBOT_TELEGRAM_TOKEN)", "telegram.token_file")
+        cfg.telegram_token()  # unreadable, not UTF-8: ConfigError naming the key
     print(watch_list(cfg))
+    for what, path in (("token file", tf), ("config file", config_path(args.config))):
+        warning = readable_by_others(path) if path is not None else None
+        if warning:
+            print(f"corrbot: warning: {what} {warning}", file=sys.stderr)
     return 0
 
 
@@ -171,11 +192,24 @@ def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import demo_config, run_demo
+    from service.demo import demo_config, foreign_bars, run_demo
     from storage.db import open_db
 
     cfg = demo_config(Path(args.db).resolve())
-    db = open_db(cfg.storage.path)
+    path = cfg.storage.path
+    if path.is_file() and path.stat().st_size > 0:  # a previous demo's DB is fine; a real one is not
+        existing = open_db(path, readonly=True, key="--db")
+        try:
+            foreign = foreign_bars(existing)
+        finally:
+            existing.close()
+        if foreign:
+            more = f", … ({len(foreign)} series)" if len(foreign) > 3 else ""
+            raise UserInputError(
+                f"--db {path} already holds data that is not the demo's ({', '.join(foreign[:3])}{more}) "
+                "— the demo writes into it: give it a file of its own, e.g. --db corrbot-demo.db"
+            )
+    db = open_db(path, key="--db")
     imports, update = run_demo(db, cfg)
     for rep in imports:
         print(f"imported {rep.asset:<4} {rep.timeframe}: {rep.rows_read} rows ({rep.inserted} new)")
@@ -237,16 +271,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:  # -v is for corrbot's own DEBUG lines, not every library's
+        logging.getLogger(name).setLevel(logging.WARNING)
+    db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
+    busy: float | None = None
     try:
         if args.command == "demo":
-            return cmd_demo(args)
+            rc = cmd_demo(args)
+            sys.stdout.flush()
+            return rc
         cfg = load_config(args.config)
-        return COMMANDS[args.command](cfg, args)
+        db_path, busy = cfg.storage.path, cfg.storage.busy_timeout_seconds
+        rc = COMMANDS[args.command](cfg, args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `corrbot rank BTC | head -1`: the reader is gone. Exit quietly, as a tool killed by
+        # SIGPIPE would (status 141); stdout goes to /dev/null so the final flush is silent.
+        with contextlib.suppress(OSError, ValueError):  # ValueError: no real fd (in-process tests)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 141
+    except sqlite3.Error as exc:  # a failure after open_db: locked, disk full, damaged …
+        err = explain(exc, db_path, busy_timeout=busy)
+        print(f"corrbot: {redact(str(err))}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
     except (ConfigError, UserInputError) as exc:
-        print(f"corrbot: {exc}", file=sys.stderr)
+        print(f"corrbot: {redact(str(exc))}", file=sys.stderr)
         return 2
-    except CorrbotError as exc:
-        print(f"corrbot: {exc}", file=sys.stderr)
+    except CorrbotError as exc:  # messages are built token-free; redact anyway (echoed URLs)
+        print(f"corrbot: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

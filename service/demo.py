@@ -62,6 +62,19 @@ def demo_files() -> dict[str, Path]:
     return {c: DATA / f"{c}-USD_daily.csv" for c in CRYPTO} | {e: DATA / f"{e}_daily.csv" for e in EQUITY}
 
 
+def foreign_bars(db: sqlite_utils.Database) -> list[str]:
+    """What in ``db`` the demo did not put there: "ASSET (source)" for each such bar series.
+
+    The demo imports each bundled file under source ``csv:<file name>``; anything else
+    (a backfill, another import) means the file is someone's real database.
+    """
+    if "bars" not in db.table_names():
+        return []
+    ours = {(name, f"csv:{path.name}") for name, path in demo_files().items()}
+    rows = db.execute("SELECT DISTINCT asset, source FROM bars ORDER BY asset, source").fetchall()
+    return [f"{a} ({src or 'no source'})" for a, src in rows if (a, src) not in ours]
+
+
 def build_demo_db(path: Path) -> Config:
     """Import the bundled data into the DB at `path` and compute every correlation."""
     cfg = demo_config(path)

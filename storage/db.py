@@ -25,13 +25,15 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlite_utils
 
-from core.errors import StorageError
+from core.errors import ConfigError, CorrbotError, StorageError
 
 SCHEMA_VERSION = 3
 
@@ -150,44 +152,170 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
+# Every table the current schema has: a corrbot database at SCHEMA_VERSION lacking one was
+# edited outside corrbot; a file with tables but none of ours belongs to another program.
+TABLES = frozenset({
+    "meta", "bars", "series", "corr", "pair_state", "dirty", "feed_status", "push_chats",
+    "alert_state", "episodes", "outbox", "outbox_episodes", "mutes", "rule_overrides",
+})
+DEFAULT_BUSY_TIMEOUT = 30.0
+
+
 def schema_version(db: sqlite_utils.Database) -> int:
     if "meta" not in db.table_names():
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def open_db(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
-    """Open (creating and migrating if needed) the corrbot database at ``path``."""
-    p = Path(path)
-    if readonly and not p.exists():
-        raise StorageError(f"database {p} does not exist yet (run `corrbot backfill` or `import`)")
-    if not readonly:
-        p.parent.mkdir(parents=True, exist_ok=True)
+    if not row:
+        return 0
     try:
-        conn = sqlite3.connect(p, timeout=30.0, isolation_level=None, check_same_thread=False)
+        return int(row[0])
+    except (TypeError, ValueError):
+        where = getattr(db, "conn_path", "")
+        raise StorageError(
+            f"database {where} is damaged: meta.schema_version is {row[0]!r}, not a number "
+            "— restore the file from a backup"
+        ) from None
+
+
+def explain(exc: sqlite3.Error, path: str | Path, *, busy_timeout: float | None = None,
+            key: str = "storage.path") -> CorrbotError:
+    """One line for an SQLite failure on the database at ``path``: what is wrong, what to do.
+
+    A file that is not a database is a config mistake (``key`` names where the path came
+    from, exit status 2); everything else is a runtime failure (`StorageError`, exit 1).
+    """
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    text = str(exc)
+    if code in (5, 6) or "database is locked" in text:  # SQLITE_BUSY, SQLITE_LOCKED
+        waited = f" for more than {busy_timeout:g}s" if busy_timeout is not None else ""
+        return StorageError(
+            f"database {path} is busy (locked by another process){waited} — stop the other "
+            "program writing to it (another corrbot?) and retry"
+        )
+    if code == 13 or "database or disk is full" in text:  # SQLITE_FULL
+        return StorageError(
+            f"database {path}: the disk is full (database or disk is full) — free space on "
+            f"{Path(path).parent} and retry; nothing was written"
+        )
+    if code == 8:  # SQLITE_READONLY
+        return StorageError(
+            f"database {path} is read-only ({text}) — make the file and its directory "
+            "writable by this user"
+        )
+    if code == 14:  # SQLITE_CANTOPEN
+        return StorageError(
+            f"cannot open database {path} ({text}) — check that the file and its directory "
+            "exist and are readable and writable by this user"
+        )
+    if code == 26:  # SQLITE_NOTADB
+        return ConfigError(
+            f"{path} is not an SQLite database ({text}) — point it at the corrbot database or a new file",
+            key,
+        )
+    if code == 11:  # SQLITE_CORRUPT
+        return StorageError(f"database {path} is damaged ({text}) — restore it from a backup")
+    if code == 10:  # SQLITE_IOERR
+        return StorageError(f"database {path}: I/O error ({text}) — check the disk")
+    return StorageError(f"database {path}: {text}")
+
+
+def _mkdirs_private(d: Path, key: str) -> None:
+    """Create ``d`` and any missing parents, each new one 0700 (whatever the umask)."""
+    missing: list[Path] = []
+    probe = d
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{d} cannot be created: {probe} is a file, not a directory", key)
+    try:
+        for m in reversed(missing):
+            m.mkdir(mode=0o700)
+            m.chmod(0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot create directory {d} ({exc.strerror})") from None
+
+
+def _precheck(p: Path, key: str) -> bool:
+    """Refuse a path that cannot be a database file; True if the file exists."""
+    if not p.exists():
+        if p.parent.exists() and not p.parent.is_dir():
+            raise ConfigError(f"{p} cannot be created: {p.parent} is a file, not a directory", key)
+        return False
+    if not p.is_file():
+        raise ConfigError(f"{p} is not a regular file", key)
+    # Never open() the file here to sniff its header: closing any descriptor of a database
+    # drops this process's POSIX locks on it, including those of another open connection
+    # (corruption). SQLite itself reports a non-database file: SQLITE_NOTADB, see `explain`.
+    return True
+
+
+def open_db(path: str | Path, *, readonly: bool = False,
+            busy_timeout: float = DEFAULT_BUSY_TIMEOUT, key: str = "storage.path") -> sqlite_utils.Database:
+    """Open (creating and migrating if needed) the corrbot database at ``path``.
+
+    Refuses, touching nothing, a path that is not an SQLite file, another program's SQLite
+    file, and a corrbot database that is damaged (``meta.schema_version`` not a number, a
+    table missing). New directories are created 0700 and a new database file 0600 (SQLite
+    gives its -wal and -shm files the database file's mode). ``key`` names where the path
+    came from in messages (``storage.path``, ``--db``).
+    """
+    memory = str(path) == ":memory:"
+    p = Path(path)
+    if readonly and not memory and not p.exists():
+        raise StorageError(f"database {p} does not exist yet (run `corrbot backfill` or `import`)")
+    if not memory:
+        existed = _precheck(p, key)
+        if not readonly and not existed:
+            _mkdirs_private(p.parent, key)
+            try:  # O_EXCL: a file someone else just created is theirs, left as it is
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StorageError(f"cannot create database {p} ({exc.strerror})") from None
+    try:
+        conn = sqlite3.connect(p, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA busy_timeout = 30000")
+        db.conn_path = p  # type: ignore[attr-defined]
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        tables = {t for t in db.table_names() if not t.startswith("sqlite_")}
+        if tables and "meta" not in tables and not tables <= TABLES:
+            raise ConfigError(
+                f"{p} is another application's SQLite database (tables "
+                f"{', '.join(sorted(tables)[:5])}{', …' if len(tables) > 5 else ''}; no corrbot meta table) "
+                "— point it at the corrbot database or a new file", key,
+            )
         if not readonly:
             db.enable_wal()
         db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: durable at checkpoint
         db.execute("PRAGMA foreign_keys = ON")
         version = schema_version(db)
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(f"cannot open database {p}: {exc}") from None
-    if version > SCHEMA_VERSION:
-        raise StorageError(
-            f"database {p} has schema version {version}, newer than this corrbot ({SCHEMA_VERSION}): upgrade corrbot"
-        )
-    if version < SCHEMA_VERSION and not readonly:
-        with transaction(db):
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            for step in MIGRATIONS[version:]:
-                step(db)
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                [str(SCHEMA_VERSION)],
+        if version == SCHEMA_VERSION:
+            lost = sorted(TABLES - set(db.table_names()))
+            if lost:
+                raise StorageError(
+                    f"database {p} is damaged: table {', '.join(lost)} is missing (schema version "
+                    f"{version}) — it was changed outside corrbot; restore it from a backup"
+                )
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"database {p} has schema version {version}, newer than this corrbot "
+                f"({SCHEMA_VERSION}): upgrade corrbot"
             )
+        if version < SCHEMA_VERSION and not readonly:
+            with transaction(db):
+                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                for step in MIGRATIONS[version:]:
+                    step(db)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+    except sqlite3.Error as exc:
+        raise explain(exc, p, busy_timeout=busy_timeout, key=key) from None
     return db
 
 
@@ -212,6 +340,18 @@ class transaction:
         if not self.outer:
             return
         if exc_type is None:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()  # e.g. SQLITE_BUSY/FULL at commit leaves the transaction open
+                raise
         else:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR, …): then ROLLBACK
+        # fails with "cannot rollback - no transaction is active", which must not replace
+        # the error that got us here.
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")

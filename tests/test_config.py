@@ -334,7 +334,9 @@ def test_non_utf8_token_file_is_config_error(tmp_path: Path, no_env_token: None)
 def test_check_config_prints_the_watch_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(EXAMPLE), "check-config"]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    # At most the warning that a checkout's 0644 config is readable by others (tests/test_ops_failures.py).
+    assert err in ("", f"corrbot: warning: config file {EXAMPLE} is readable by group/others (mode 0644) "
+                   f"— run: chmod 600 {EXAMPLE}\n"), err
     cfg = load_config(EXAMPLE)
     for name in cfg.names:
         assert re.search(rf"^\s+{re.escape(name)}\s", out, re.M), name
