@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import sqlite_utils
-from monitors.rules import Signal, divergence_signal, jump_signal, level_signal, zscore_signal
 from pydantic import TypeAdapter, ValidationError
 
 from core.calendar import session_seconds_between
@@ -28,6 +27,7 @@ from core.rules import (
 )
 from monitors.align import pair_returns
 from monitors.lifecycle import LifeState, Transition, advance
+from monitors.rules import Signal, divergence_signal, jump_signal, level_signal, zscore_signal
 from service.pipeline import build_panel, members_of
 from storage import corr as corr_store
 from storage.alerts import overrides, series_tail
