@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -214,8 +215,20 @@ def _demo_alerts(db: object, cfg: Config, db_path: Path) -> None:
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from service.runner import main_run
 
-    main_run(cfg)
+    main_run(cfg, args.stop)
+    # The loop restored the default handlers on close: a late signal must not turn 0 into -15.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def _early_stop() -> asyncio.Event:
+    """For `run`: SIGTERM/SIGINT while config and the service are still loading (several
+    seconds of imports) set the stop event instead of killing us, so the run exits 0 at once."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    return stop
 
 
 COMMANDS = {
@@ -237,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    args.stop = _early_stop() if args.command == "run" else None
     try:
         if args.command == "demo":
             return cmd_demo(args)
