@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
     d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
     sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
+    b = sub.add_parser("backup", help="copy the database to PATH (safe while `run` is running)")
+    b.add_argument("path", metavar="PATH")
+    b.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     return p
 
 
@@ -222,6 +225,13 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
+    from service.backup import backup
+
+    print(backup(Path(cfg.storage.path), Path(args.path), force=args.force).summary())
+    return 0
+
+
 def _early_stop() -> asyncio.Event:
     """For `run`: SIGTERM/SIGINT while config and the service are still loading (several
     seconds of imports) set the stop event instead of killing us, so the run exits 0 at once."""
@@ -241,6 +251,7 @@ COMMANDS = {
     "history": cmd_history,
     "backtest": cmd_backtest,
     "run": cmd_run,
+    "backup": cmd_backup,
 }
 
 
