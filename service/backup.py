@@ -40,7 +40,10 @@ def backup(source: Path, path: Path, *, force: bool = False) -> BackupReport:
     t0 = time.monotonic()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        # Not mode=ro: a read-only connection may leave a -shm behind that it created (as root,
+        # say, while the service is stopped), which the service's own user then cannot write.
+        # A read-write connection that only reads removes its -wal/-shm when it is the last.
+        src = sqlite3.connect(source, timeout=30.0)
         dst = sqlite3.connect(tmp, isolation_level=None)
         try:
             src.backup(dst)  # all pages in one step: one read transaction, one snapshot
