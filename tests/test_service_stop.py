@@ -20,6 +20,9 @@ from pathlib import Path
 
 from botapi_server import TOKEN, BotApiServer
 
+from storage.db import open_db
+from storage.outbox import enqueue
+
 REPO = Path(__file__).resolve().parents[1]
 STOP_BOUND = 10.0
 
@@ -185,6 +188,30 @@ async def test_sigterm_with_telegram_gone(tmp_path: Path) -> None:
     finally:
         await server.stop()
         await hole.stop()
+
+
+async def test_sigterm_mid_delivery(tmp_path: Path) -> None:
+    """Telegram takes 4 s per message: SIGTERM lands while one is in flight, and the final
+    delivery round (bounded at 3 s) is cut short too. Nothing is marked failed or lost."""
+    server = await BotApiServer(TOKEN, latency=4.0).start()
+    log = tmp_path / "run.log"
+    cfg = write_config(tmp_path, closed_url(), telegram_url=server.base_url)
+    db = open_db(tmp_path / "corrbot.db")
+    for i in range(3):
+        enqueue(db, "-4242", "notice", f"notice {i}")
+    db.close()
+    try:
+        proc = await spawn(cfg, log, token=True)
+        await server.wait_for("sendMessage", timeout=60)  # arrived; its answer is 4 s away
+        await asyncio.sleep(0.5)
+        await sigterm(proc, log, "mid-delivery (Telegram answering in 4 s)")
+    finally:
+        await server.stop()
+    db = open_db(tmp_path / "corrbot.db")
+    statuses = [r[0] for r in db.execute("SELECT status FROM outbox ORDER BY id").fetchall()]
+    db.close()
+    assert len(statuses) == 3 and "failed" not in statuses, statuses
+    assert statuses[-1] == "pending"  # left for the next start, not dropped
 
 
 async def test_sigterm_at_random_points(tmp_path: Path) -> None:
