@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from botapi_server import TOKEN, BotApiServer
+from botapi_server import ADMIN, TOKEN, BotApiServer
 
 from storage.db import open_db
 from storage.outbox import enqueue
@@ -62,7 +62,7 @@ def closed_url() -> str:
 
 
 def write_config(tmp: Path, feeds_url: str, *, telegram_url: str | None = None, retries: int = 0,
-                 backoff: float = 0.0, timeout: float = 60.0) -> Path:
+                 backoff: float = 0.0, timeout: float = 60.0, yahoo_url: str | None = None) -> Path:
     path = tmp / "corrbot.toml"
     path.write_text(f"""
 [storage]
@@ -87,7 +87,7 @@ windows = [30]
 retries = {retries}
 backoff_seconds = {backoff}
 timeout_seconds = {timeout}
-yahoo_base_url = "{feeds_url}"
+yahoo_base_url = "{yahoo_url or feeds_url}"
 ccxt_urls = {{ binance = "{feeds_url}" }}
 
 [schedule]
@@ -98,6 +98,7 @@ delivery_seconds = 1.0
 [telegram]
 base_url = "{telegram_url or closed_url() + '/bot'}"
 alert_chat_ids = [-4242]
+admin_user_ids = [{ADMIN}]
 """, encoding="utf-8")
     return path
 
@@ -161,6 +162,26 @@ async def test_sigterm_mid_poll_with_feeds_that_never_answer(tmp_path: Path) -> 
             await until(lambda b=before: hole.accepted > b)  # type: ignore[misc]
             await asyncio.sleep(0.5)  # the poll is now waiting on the black hole
             await sigterm(proc, log, f"{mode} mode, mid-poll on a black hole")
+    finally:
+        await server.stop()
+        await hole.stop()
+
+
+async def test_sigterm_while_yfinance_blocks_a_thread(tmp_path: Path) -> None:
+    """/poll runs the equities leg too (the schedule only does in NYSE hours): yfinance then
+    sits in a worker thread on a Yahoo that never answers (60 s timeout). That thread must
+    not hold the exit: it is a daemon, abandoned, not joined."""
+    hole = await BlackHole().start()
+    server = await BotApiServer(TOKEN).start()
+    log = tmp_path / "run.log"
+    try:
+        cfg = write_config(tmp_path, closed_url(), yahoo_url=hole.url, telegram_url=server.base_url)
+        proc = await spawn(cfg, log, token=True)
+        await until(lambda: logged(log, "poll cycle 1 done"))  # the startup (crypto) cycle
+        server.push_command("/poll", user_id=ADMIN)
+        await until(lambda: hole.accepted > 0)
+        await asyncio.sleep(0.5)
+        await sigterm(proc, log, "while yfinance blocks a thread")
     finally:
         await server.stop()
         await hole.stop()
