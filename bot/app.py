@@ -164,10 +164,31 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     log.info("bot @%s is polling %s", app.bot.username, host)
 
 
+class _QuietLastAck(logging.Filter):
+    """PTB's Updater.stop() makes one last getUpdates to mark updates read and, if Telegram is
+    unreachable, logs that at ERROR with a three-deep traceback. On our way out that is
+    expected (at worst an update is fetched again after restart): one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "one more time" in record.getMessage():
+            exc = record.exc_info[1]
+            record.msg, record.args = "last getUpdates (marking updates read) failed: %s", (
+                redact.redact(str(exc)),)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 async def stop(app: Application) -> None:  # type: ignore[type-arg]
     """Stop polling, let running handlers finish, shut down (closes the DB connections)."""
     if app.updater is not None and app.updater.running:
-        await app.updater.stop()
+        quiet = _QuietLastAck()
+        updater_log = logging.getLogger("telegram.ext.Updater")
+        updater_log.addFilter(quiet)
+        try:
+            await app.updater.stop()
+        finally:
+            updater_log.removeFilter(quiet)
     if app.running:
         await app.stop()
     await app.shutdown()

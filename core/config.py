@@ -211,11 +211,16 @@ class Config(_Strict):
         return out
 
     def telegram_token(self) -> str | None:
-        """The bot token from $CORRBOT_TELEGRAM_TOKEN or telegram.token_file, else None."""
+        """The bot token from $CORRBOT_TELEGRAM_TOKEN, telegram.token_file, or else the systemd
+        credential ``telegram_token`` (``LoadCredential=``: $CREDENTIALS_DIRECTORY/telegram_token);
+        None if there is none of them (console mode)."""
         tok = os.environ.get("CORRBOT_TELEGRAM_TOKEN", "").strip()
         if tok:
             return tok
         tf = self.telegram.token_file
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if tf is None and creds and (Path(creds) / "telegram_token").is_file():
+            tf = Path(creds) / "telegram_token"
         if tf is not None:
             try:
                 return tf.read_text(encoding="utf-8").strip() or None

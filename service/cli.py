@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
     d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
     sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
+    b = sub.add_parser("backup", help="copy the database to PATH (safe while `run` is running)")
+    b.add_argument("path", metavar="PATH")
+    b.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     return p
 
 
@@ -248,8 +252,27 @@ def _demo_alerts(db: object, cfg: Config, db_path: Path) -> None:
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from service.runner import main_run
 
-    main_run(cfg)
+    main_run(cfg, args.stop)
+    # The loop restored the default handlers on close: a late signal must not turn 0 into -15.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
+    from service.backup import backup
+
+    print(backup(Path(cfg.storage.path), Path(args.path), force=args.force).summary())
+    return 0
+
+
+def _early_stop() -> asyncio.Event:
+    """For `run`: SIGTERM/SIGINT while config and the service are still loading (several
+    seconds of imports) set the stop event instead of killing us, so the run exits 0 at once."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    return stop
 
 
 COMMANDS = {
@@ -262,6 +285,7 @@ COMMANDS = {
     "history": cmd_history,
     "backtest": cmd_backtest,
     "run": cmd_run,
+    "backup": cmd_backup,
 }
 
 
@@ -275,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
     busy: float | None = None
+    args.stop = _early_stop() if args.command == "run" else None
     try:
         if args.command == "demo":
             rc = cmd_demo(args)

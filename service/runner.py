@@ -10,8 +10,15 @@ Jobs: crypto every ``schedule.crypto_poll_minutes``; equities every
 ``close_delay_minutes`` after each close (half days included); the outbox delivery every
 ``schedule.delivery_seconds``. After a poll that stored new bars: update correlations →
 evaluate the alert rules (`service.evaluate`) → deliver. A failing cycle is logged and
-pushed once; recovery is pushed too. SIGTERM/SIGINT stop the service (jobs cancelled, DB
-closed).
+pushed once; recovery is pushed too.
+
+Stopping (SIGTERM/SIGINT, in any state): no new jobs; the jobs in flight are cancelled and
+return quietly (no CancelledError traceback from APScheduler); one delivery round of at most
+``FINAL_DELIVERY_SECONDS``; the bot stops within ``BOT_STOP_SECONDS`` even if Telegram does
+not answer; the DB is closed. Blocking calls run in `DaemonExecutor` threads, which are
+abandoned rather than joined, so a feed stuck on a dead socket cannot hold the exit.
+Under systemd the service speaks the notify protocol (`service.sdnotify`); one instance per
+database is enforced by `service.instance.InstanceLock`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from telegram.ext import Application
 
 from bot import app as bot_app
 from bot.delivery import ConsoleDelivery, Delivery
@@ -38,6 +46,9 @@ from feeds.base import FeedResult
 from service.api import ServiceApi
 from service.digest import queue_digest
 from service.evaluate import evaluate
+from service.executor import DaemonExecutor
+from service.instance import InstanceLock
+from service.lifecycle import BOT_STOP_SECONDS, Service, Work
 from service.pipeline import UpdateReport, update_correlations
 from service.sync import poll_crypto, poll_equities
 from storage.db import open_db
@@ -60,8 +71,10 @@ class PollCycle:
     def __init__(
         self, db: sqlite_utils.Database, cfg: Config, notifier: Notifier, chats: Callable[[], list[str]],
         deliver: Callable[[], Awaitable[object]] | None = None,
+        progress: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db, self.cfg, self.notifier, self.chats, self.deliver = db, cfg, notifier, chats, deliver
+        self.progress = progress  # called after every finished cycle, failed ones too
         self._lock = asyncio.Lock()
         self.failing = False
         self.cycles = 0
@@ -70,32 +83,38 @@ class PollCycle:
         if self._lock.locked():
             return "a poll cycle is already running"
         async with self._lock:
-            t0 = time.monotonic()
-            try:
-                crypto = await poll_crypto(self.db, self.cfg)
-                equity = await poll_equities(self.db, self.cfg) if equities else []
-                corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
-                alerts = await asyncio.to_thread(
-                    evaluate, self.db, self.cfg, self.chats(), now=time.time())
-                if self.deliver is not None:
-                    await self.deliver()
-            except Exception as exc:
-                log.exception("poll cycle failed")
-                if not self.failing:
-                    self.failing = True
-                    await self._push(f"corrbot: poll cycle failed: {type(exc).__name__}: {exc}")
-                return f"poll cycle failed: {type(exc).__name__}: {exc}"
-            self.cycles += 1
-            summary = (
-                f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
-                f"crypto {_describe(crypto)}, equities {_describe(equity)}, "
-                f"correlations {corr.summary()[:200]}; {alerts.summary()}"
-            )
-            log.info("%s", summary)
-            if self.failing:
-                self.failing = False
-                await self._push("corrbot: poll cycle recovered")
-            return summary
+            summary = await self._cycle(equities)
+        if self.progress is not None:
+            await self.progress()
+        return summary
+
+    async def _cycle(self, equities: bool) -> str:
+        t0 = time.monotonic()
+        try:
+            crypto = await poll_crypto(self.db, self.cfg)
+            equity = await poll_equities(self.db, self.cfg) if equities else []
+            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
+            alerts = await asyncio.to_thread(
+                evaluate, self.db, self.cfg, self.chats(), now=time.time())
+            if self.deliver is not None:
+                await self.deliver()
+        except Exception as exc:
+            log.exception("poll cycle failed")
+            if not self.failing:
+                self.failing = True
+                await self._push(f"corrbot: poll cycle failed: {type(exc).__name__}: {exc}")
+            return f"poll cycle failed: {type(exc).__name__}: {exc}"
+        self.cycles += 1
+        summary = (
+            f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
+            f"crypto {_describe(crypto)}, equities {_describe(equity)}, "
+            f"correlations {corr.summary()[:200]}; {alerts.summary()}"
+        )
+        log.info("%s", summary)
+        if self.failing:
+            self.failing = False
+            await self._push("corrbot: poll cycle recovered")
+        return summary
 
     async def _push(self, text: str) -> None:
         try:
@@ -128,16 +147,16 @@ def equities_due(now: float, cfg: Config) -> bool:
 
 
 def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
-              deliver: Callable[[], Awaitable[object]] | None) -> None:
+              deliver: Callable[[], Awaitable[object]] | None, work: Work) -> None:
     sched = cfg.schedule
     opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
 
     async def crypto() -> None:  # coroutine functions, so APScheduler awaits them on our loop
-        await cycle(equities=False)
+        await work.run(cycle(equities=False))
 
     async def equities() -> None:
         if equities_due(time.time(), cfg):
-            await cycle()
+            await work.run(cycle())
 
     scheduler.add_job(crypto, "interval", minutes=sched.crypto_poll_minutes, id=CRYPTO_JOB, name=CRYPTO_JOB,
                       next_run_time=datetime.now(UTC), **opts)
@@ -146,10 +165,13 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
     if sched.digest_time:
         hour, minute = (int(x) for x in sched.digest_time.split(":"))
 
-        async def digest() -> None:
+        async def digest_and_deliver() -> None:
             await asyncio.to_thread(queue_digest, cycle.db, cfg, cycle.chats())
             if deliver is not None:
                 await deliver()
+
+        async def digest() -> None:
+            await work.run(digest_and_deliver())
 
         scheduler.add_job(digest, "cron", hour=hour, minute=minute, timezone=ZoneInfo(sched.timezone),
                           id=DIGEST_JOB, name=DIGEST_JOB, **opts)
@@ -157,7 +179,7 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
         # Retries and backlog: a round every few seconds. Rounds are serialised with the poll
         # cycle's own round (Delivery.round), so no row is ever being sent twice at once.
         async def delivery() -> None:
-            await deliver()
+            await work.run(deliver())
 
         scheduler.add_job(delivery, "interval", seconds=sched.delivery_seconds, id=DELIVERY_JOB,
                           name=DELIVERY_JOB, **opts)
@@ -167,40 +189,51 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop_event`` is set)."""
     stop = stop_event or asyncio.Event()
     _install_signals(stop)
+    if stop.is_set():  # a signal came while we were still importing: nothing started, nothing to stop
+        return
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
     token = cfg.telegram_token()
-    db = open_db(cfg.storage.path)
-    scheduler = AsyncIOScheduler(timezone=UTC)
+    lock = InstanceLock(cfg.storage.path)
+    lock.acquire()
+    svc = Service(cfg, stop)
     try:
+        svc.db = open_db(cfg.storage.path)
         if token:
-            await _run_bot(cfg, token, db, stop, scheduler)
+            await _run_bot(svc, token, svc.db)
         else:
-            log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
-            console = ConsoleDelivery(cfg.storage.path)
-            cycle = PollCycle(db, cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.round)
-            _schedule(scheduler, cycle, cfg, console.round)
-            scheduler.start()
-            try:
-                await stop.wait()
-            finally:
-                console.close()
+            await _run_console(svc, svc.db)
     finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
-        db.conn.close()
+        if svc.db is not None:
+            svc.db.conn.close()
+        lock.release()
         log.info("corrbot stopped")
 
 
-async def _run_bot(
-    cfg: Config, token: str, db: sqlite_utils.Database, stop: asyncio.Event,
-    scheduler: AsyncIOScheduler,
-) -> None:
+async def _run_console(svc: Service, db: sqlite_utils.Database) -> None:
+    log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
+    console = ConsoleDelivery(svc.cfg.storage.path)
+    svc.deliver = console.round
+    cycle = PollCycle(db, svc.cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.round, svc.progress)
+    _schedule(svc.scheduler, cycle, svc.cfg, console.round, svc.work)
+    try:
+        svc.scheduler.start()
+        svc.started("polling (console mode)")
+        await svc.stop.wait()
+    finally:
+        await svc.wind_down()
+        console.close()
+
+
+async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database) -> None:
+    cfg = svc.cfg
     chats = PushChats(cfg.storage.path)
     holder: list[PollCycle] = []
 
     async def poll_now() -> str:
-        return await holder[0]()
+        done = await svc.work.run(holder[0]())
+        return done if done is not None else "corrbot is shutting down"
 
-    api = ServiceApi(cfg, poll=poll_now, jobs=lambda: _jobs(scheduler))
+    api = ServiceApi(cfg, poll=poll_now, jobs=lambda: _jobs(svc.scheduler))
     app = bot_app.build_application(cfg, token, api)
     notifier = TelegramNotifier(app.bot, chats, cfg.telegram.alert_chat_ids, cfg.telegram.alert_thread_id)
     delivery = Delivery(app.bot, cfg.storage.path, chats, thread_id=cfg.telegram.alert_thread_id)
@@ -208,22 +241,33 @@ async def _run_bot(
     def destinations() -> list[str]:
         return [key for key, _ in chats.active_all()]
 
-    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.round))
+    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.round, svc.progress))
     try:
-        await bot_app.start(app)
-        _schedule(scheduler, holder[0], cfg, delivery.round)
-        scheduler.start()
-        log.info("crypto polled every %d min, equities every %d min in NYSE hours",
-                 cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
-        await stop.wait()
+        started = await svc.until_stopped(_start_bot(app))
+        if started is not None:
+            svc.deliver = delivery.round
+            _schedule(svc.scheduler, holder[0], cfg, delivery.round, svc.work)
+            svc.scheduler.start()
+            log.info("crypto polled every %d min, equities every %d min in NYSE hours",
+                     cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
+            svc.started("polling")
+            await svc.stop.wait()
     finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
-        await bot_app.stop(app)  # copes with a half-started app
+        await svc.wind_down()
+        try:
+            await asyncio.wait_for(bot_app.stop(app), BOT_STOP_SECONDS)  # copes with a half-started app
+        except TimeoutError:
+            log.warning("Telegram did not answer within %.0fs while stopping; leaving anyway", BOT_STOP_SECONDS)
         delivery.close()
         chats.close()
 
 
-def main_run(cfg: Config) -> None:
-    """Blocking entry point for `corrbot run`."""
-    asyncio.run(run(cfg))
+async def _start_bot(app: Application) -> bool:  # type: ignore[type-arg]
+    await bot_app.start(app)
+    return True
+
+
+def main_run(cfg: Config, stop_event: asyncio.Event | None = None) -> None:
+    """Blocking entry point for `corrbot run`; ``stop_event`` may already be set by a signal
+    that arrived while the CLI was starting."""
+    asyncio.run(run(cfg, stop_event=stop_event))

@@ -273,6 +273,7 @@ def test_config_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CORRBOT_TELEGRAM_TOKEN", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
 def _with_token_file(tmp_path: Path, token_file: Path) -> Path:
@@ -303,6 +304,23 @@ def test_env_token_wins_over_token_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert load_config(_with_token_file(tmp_path, tf)).telegram_token() == "111:from-env"
     monkeypatch.setenv("CORRBOT_TELEGRAM_TOKEN", "  ")  # blank env: falls back to the file
     assert load_config(_with_token_file(tmp_path, tf)).telegram_token() == "222:from-file"
+
+
+def test_systemd_credential_is_the_last_resort(
+    tmp_path: Path, no_env_token: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LoadCredential=telegram_token:… puts it in $CREDENTIALS_DIRECTORY (see deploy/)."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert load_config(_write(tmp_path, BASE)).telegram_token() is None  # a directory without it
+    (creds / "telegram_token").write_text("333:from-credential\n", encoding="utf-8")
+    assert load_config(_write(tmp_path, BASE)).telegram_token() == "333:from-credential"
+    tf = tmp_path / "telegram_token"
+    tf.write_text("222:from-file\n", encoding="utf-8")
+    assert load_config(_with_token_file(tmp_path, tf)).telegram_token() == "222:from-file"
+    monkeypatch.setenv("CORRBOT_TELEGRAM_TOKEN", "111:from-env")
+    assert load_config(_write(tmp_path, BASE)).telegram_token() == "111:from-env"
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory"])
