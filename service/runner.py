@@ -197,7 +197,7 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     lock.acquire()
     svc = Service(cfg, stop)
     try:
-        svc.db = open_db(cfg.storage.path)
+        svc.db = open_db(cfg.storage.path, busy_timeout=cfg.storage.busy_timeout_seconds)
         if token:
             await _run_bot(svc, token, svc.db)
         else:
