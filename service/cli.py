@@ -231,8 +231,11 @@ def _demo_alerts(db: object, cfg: Config, db_path: Path) -> None:
     """Replay the example config's alert rules over the bundled data; print every push."""
     from bot.format import strip_html
     from service.backtest import counts_per_year
-    from service.demo import notable_chart, replay_alerts, with_example_rules
+    from service.demo import EXAMPLE_CONFIG, notable_chart, replay_alerts, with_example_rules
 
+    if not EXAMPLE_CONFIG.is_file():  # installed from a wheel: the example config stays in the checkout
+        print(f"\n(alert replay skipped: {EXAMPLE_CONFIG} is not there — run `make demo` from a checkout)")
+        return
     rcfg = with_example_rules(cfg)
     replay = replay_alerts(db, rcfg)  # type: ignore[arg-type]
     print(f"\n=== The alerts config.example.toml's rules would have pushed, 2019–2025 "

@@ -3,6 +3,7 @@ live (one bar at a time) against the backtest, and what the outbox receives."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,30 @@ def test_stale_source_fires_and_inhibits_its_assets(tmp_path: Path) -> None:
     assert "yahoo" in outbox(db)[0][3] and "no successful poll" in outbox(db)[0][3]
     after = db.execute("SELECT last_ts FROM alert_state WHERE rule = 'coupling'").fetchone()
     assert after == before  # frozen while the source is stale
+
+
+def test_demo_prints_every_push_and_writes_the_notable_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from service.cli import main
+    from service.demo import replay_alerts, with_example_rules
+
+    db_path = tmp_path / "demo.db"
+    assert main(["demo", "--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"rules would have pushed, 2019–2025 \((\d+) messages\)", out)
+    assert m, out[-2000:]
+    cfg = with_example_rules(demo_config(db_path))
+    db = open_db(db_path)
+    replay = replay_alerts(db, cfg)
+    assert int(m.group(1)) == len(replay.pushes) > 50
+    fired = {(e.rule, e.fired_ts) for e in replay.episodes}  # one message per rule and firing bar
+    resolved = [e for e in replay.episodes if e.resolved_ts is not None]
+    assert len(replay.pushes) == len(fired) + len(resolved)
+    assert out.count("✅ resolved · ") == len(resolved)
+    png = re.search(r"chart of the most notable episode \(btc_diverges, BTC/\w+, 2020-03-12, .*\): (\S+\.png)", out)
+    assert png, out[-500:]
+    img = Image.open(png.group(1))
+    assert img.size == (1080, 1350)
