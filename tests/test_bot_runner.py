@@ -94,7 +94,9 @@ async def test_bot_mode_answers_schedules_and_polls_on_demand(
         stop.set()
         await asyncio.wait_for(task, 30)
         await server.stop()
-    rows = sqlite3.connect(cfg.storage.path).execute("SELECT configured FROM push_chats").fetchall()
+    # Chats seeded from the config (other tests' /subscribe may have added rows to the shared demo DB).
+    rows = sqlite3.connect(cfg.storage.path).execute(
+        "SELECT configured FROM push_chats WHERE origin = 'config'").fetchall()
     assert rows == [("-4242",)]
     assert TelegramConfig  # the config model the runner reads
 

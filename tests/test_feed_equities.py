@@ -133,7 +133,8 @@ def test_aapl_fixture_split_and_dividend(server: YahooServer, data_dir: Path) ->
 def test_aapl_weekend_minute_request_is_empty(server: YahooServer) -> None:
     out = fetch_equity_bars(["AAPL"], "1m", utc(2025, 2, 1), utc(2025, 2, 2), feeds=feeds(server))
     assert out["AAPL"].empty
-    assert server.chart_log("AAPL")[0].params["interval"] == "1m"
+    # yfinance sends either period1/period2 or a range for this request: any 1m chart request counts.
+    assert any(r.params.get("interval") == "1m" for r in server.chart_log("AAPL", history_only=False))
 
 
 def test_unfinished_daily_session_dropped(server: YahooServer) -> None:
