@@ -234,18 +234,24 @@ def _set_x_axis(ax: Axes, x: np.ndarray[Any, Any]) -> None:
 
 
 def _draw_spans(axes: tuple[Axes, Axes], data: ChartData, x: np.ndarray[Any, Any]) -> None:
-    """Shade alert episodes (label at the top left of each span) so the alert meets its context."""
+    """Shade alert episodes so the alert meets its context; the label sits inside the plot."""
     finite = x[np.isfinite(x)]
     if not data.spans or finite.size == 0:
         return
-    last = float(finite.max())
+    lo, hi = float(finite.min()), float(finite.max())
+    least = max((hi - lo) * 0.012, 0.5)  # an episode of one bar must still show
     for label, start, end in data.spans:
         x0 = float(_x(pd.DatetimeIndex([pd.Timestamp(start, unit="s", tz="UTC")]))[0])
-        x1 = last if end is None else float(_x(pd.DatetimeIndex([pd.Timestamp(end, unit="s", tz="UTC")]))[0])
+        x1 = hi if end is None else float(_x(pd.DatetimeIndex([pd.Timestamp(end, unit="s", tz="UTC")]))[0])
+        if x1 - x0 < least:
+            x0 = min(x0, hi - least) if end is None else x0
+            x1 = x0 + least
         for ax in axes:
-            ax.axvspan(x0, max(x1, x0 + 0.5), color=_LEVEL, alpha=0.15, linewidth=0, zorder=0)
-        axes[0].text(x0, 0.98, f" {_esc(label)}", transform=axes[0].get_xaxis_transform(), ha="left", va="top",
-                     fontsize=_TICK_PT, color=_LEVEL, zorder=6)
+            ax.axvspan(x0, x1, color=_LEVEL, alpha=0.18, linewidth=0, zorder=0)
+        # Near the right edge the label goes to the span's left, so it stays on the canvas.
+        right = x0 > lo + (hi - lo) * 0.7
+        axes[0].text(x0 if right else x1, 0.98, f"{_esc(label)} ", transform=axes[0].get_xaxis_transform(),
+                     ha="right" if right else "left", va="top", fontsize=_TICK_PT, color=_LEVEL, zorder=6)
 
 
 def render_chart(data: ChartData) -> bytes:

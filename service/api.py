@@ -7,6 +7,7 @@ The poll callback and the scheduler's job list are handed in by the runner.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from core.config import Config
 from core.errors import UserInputError
@@ -23,6 +24,7 @@ from core.models import (
     RuleView,
     StatusReport,
 )
+from core.rules import CorrLevelRule
 from service import alert_queries as aq
 from service import queries as q
 from storage import alerts as alert_store
@@ -104,8 +106,15 @@ class ServiceApi:
         if ep is None or ep.a is None or ep.b is None:
             raise UserInputError("no chart for that alert")
         spans = ((ep.rule, ep.fired_ts, ep.resolved_ts),)
-        return await self.db.call(q.chart_data, self.cfg, ep.a, ep.b, window=ep.window,
+        data = await self.db.call(q.chart_data, self.cfg, ep.a, ep.b, window=ep.window,
                                   timeframe=ep.timeframe or "1d", period_days=365, spans=spans)
+        rule = next((r for r in self.cfg.rules if r.name == ep.rule), None)
+        if isinstance(rule, CorrLevelRule):  # draw the rule's own thresholds, not the generic levels
+            fire = rule.above if rule.above is not None else rule.below
+            clear = rule.clear_below if rule.above is not None else rule.clear_above
+            levels = tuple(v for v in (fire, clear) if v is not None)
+            data = replace(data, levels=levels)
+        return data
 
     async def poll(self) -> str | None:
         return None if self._poll is None else await self._poll()

@@ -134,7 +134,9 @@ def test_chart_button_sends_the_alert_pair(bot: BotHarness) -> None:
     bot.server.push_callback(f"c:{eid}", user_id=USER)
     photos = bot.run(bot.server.wait_for("sendPhoto", count=before + 1, timeout=30))
     a, b = key.split("/")
-    assert f"{a} / {b}" in photos[-1].params["caption"]
+    caption = photos[-1].params["caption"]
+    assert f"{a} / {b}" in caption
+    assert "alert levels: 0.6, 0.4" in caption  # the rule's own thresholds are drawn
 
 
 def test_buttons_refuse_strangers_and_unknown_data(bot: BotHarness) -> None:
