@@ -1,7 +1,7 @@
 """The read guard of tests/conftest.py, proven on a throwaway repo in a pytest subprocess.
 
 The throwaway repo gets the real conftest.py and a few tests; a ``shared`` folder beside it plays
-the team's ``../shared/data``. Reading from it, during a test or while collecting, fails the
+the team's data folder beside the repo. Reading from it, during a test or while collecting, fails the
 run and names the test and the file; reading inside the repo or from a temp file does not, and
 neither does writing beside the repo.
 """
@@ -48,7 +48,7 @@ def test_writes_beside():
 AT_IMPORT = """
 from pathlib import Path
 
-ROWS = (Path(__file__).resolve().parents[2] / "shared" / "data.csv").read_text()
+ROWS = (Path(__file__).resolve().parent.parent.parent / "shared" / "data.csv").read_text()
 
 
 def test_nothing():
