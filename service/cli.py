@@ -24,6 +24,7 @@ from core.config import Config, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
 from service import queries
+from service.entry import early_stop
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
 from storage.db import explain
 
@@ -269,15 +270,6 @@ def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _early_stop() -> asyncio.Event:
-    """For `run`: SIGTERM/SIGINT while config and the service are still loading (several
-    seconds of imports) set the stop event instead of killing us, so the run exits 0 at once."""
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: stop.set())
-    return stop
-
-
 COMMANDS = {
     "check-config": cmd_check_config,
     "import": cmd_import,
@@ -292,7 +284,8 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, stop: asyncio.Event | None = None) -> int:
+    """``stop``: the event `service.entry` already wired to SIGTERM/SIGINT before importing us."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -302,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
     busy: float | None = None
-    args.stop = _early_stop() if args.command == "run" else None
+    args.stop = (stop or early_stop()) if args.command == "run" else None
     try:
         if args.command == "demo":
             rc = cmd_demo(args)

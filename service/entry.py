@@ -1,0 +1,29 @@
+"""The `corrbot` console script: a light front door for service.cli.
+
+`corrbot run` is started and stopped by systemd. Importing the CLI loads pandas, pydantic and
+friends (about a second); a SIGTERM in that second used to kill the process outright. Here the
+stop handlers are installed first, with nothing but the standard library loaded, so a stop at
+any moment of start-up ends the run cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+
+def early_stop() -> asyncio.Event:
+    """SIGTERM/SIGINT set the returned event instead of killing the process (the service's own
+    handlers replace these once its event loop runs)."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    return stop
+
+
+def main() -> int:
+    stop = early_stop() if "run" in sys.argv[1:] else None
+    from service.cli import main as cli_main  # the heavy imports, after the handlers
+
+    return cli_main(stop=stop)
