@@ -158,10 +158,27 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
         ) from None
     await app.start()
     assert app.updater is not None
-    await app.updater.start_polling(
-        timeout=poll_timeout, allowed_updates=["message", "callback_query"], error_callback=_polling_error
-    )
+    logging.getLogger("telegram.ext").addFilter(_ONE_LINE_INVALID_TOKEN)
+    try:
+        await app.updater.start_polling(
+            timeout=poll_timeout, allowed_updates=["message", "callback_query"], error_callback=_polling_error
+        )
+    except InvalidToken:  # revoked between getMe and the first getUpdates
+        raise ConfigError(f"the Bot API at {host} rejected the token (revoked or changed?)", "telegram") from None
     log.info("bot @%s is polling %s", app.bot.username, host)
+
+
+class _OneLineInvalidToken(logging.Filter):
+    """PTB's retry loop logs a rejected token with a full traceback before giving up; the
+    service then stops with its own one-line error (service.runner), so one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "Invalid token" in record.getMessage():
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE_INVALID_TOKEN = _OneLineInvalidToken()
 
 
 class _QuietLastAck(logging.Filter):
@@ -187,6 +204,8 @@ async def stop(app: Application) -> None:  # type: ignore[type-arg]
         updater_log.addFilter(quiet)
         try:
             await app.updater.stop()
+        except InvalidToken:
+            pass  # polling already gave up on a revoked token; the runner has said so in one line
         finally:
             updater_log.removeFilter(quiet)
     if app.running:

@@ -99,6 +99,8 @@ class TelegramConfig(_Strict):
     allowed_chat_ids: list[int] = Field(default_factory=list)
     admin_user_ids: list[int] = Field(default_factory=list)
     alert_levels: list[float] = Field(default_factory=lambda: [0.5])
+    # How often `run` asks getMe whether the token still works (a revoked token stops polling).
+    token_check_seconds: Annotated[float, Field(ge=1.0, le=86400.0)] = 300.0
 
 
 class Config(_Strict):

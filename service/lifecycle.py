@@ -17,6 +17,7 @@ import sqlite_utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.config import Config
+from core.errors import CorrbotError
 from service.sdnotify import Notifier as SdNotifier
 from service.sdnotify import watchdog_seconds
 
@@ -79,6 +80,7 @@ class Service:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.deliver: Callable[[], Awaitable[object]] | None = None
         self.db: sqlite_utils.Database | None = None
+        self.fatal: CorrbotError | None = None  # why the service stopped itself (exit non-zero)
 
     async def progress(self) -> None:
         """After each finished poll cycle: systemd's watchdog is fed by progress, not by a timer,

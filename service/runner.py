@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
 
 from bot import app as bot_app
@@ -42,6 +43,7 @@ from bot.delivery import ConsoleDelivery, Delivery
 from bot.notify import ConsoleNotifier, Notifier, TelegramNotifier
 from core.calendar import is_open, session_close
 from core.config import Config
+from core.errors import ConfigError
 from feeds.base import FeedResult
 from service.api import ServiceApi
 from service.digest import queue_digest
@@ -251,7 +253,11 @@ async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database) -> None:
             log.info("crypto polled every %d min, equities every %d min in NYSE hours",
                      cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
             svc.started("polling")
-            await svc.stop.wait()
+            watch = asyncio.create_task(_watch_token(app, svc, cfg.telegram.token_check_seconds))
+            try:
+                await svc.stop.wait()
+            finally:
+                watch.cancel()
     finally:
         await svc.wind_down()
         try:
@@ -260,11 +266,33 @@ async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database) -> None:
             log.warning("Telegram did not answer within %.0fs while stopping; leaving anyway", BOT_STOP_SECONDS)
         delivery.close()
         chats.close()
+    if svc.fatal is not None:
+        raise svc.fatal
 
 
 async def _start_bot(app: Application) -> bool:  # type: ignore[type-arg]
     await bot_app.start(app)
     return True
+
+
+async def _watch_token(app: Application, svc: Service, every: float) -> None:  # type: ignore[type-arg]
+    """PTB's polling gives up for good on a revoked token and the process would go on answering
+    nobody. A getMe every ``every`` seconds notices; the service then stops with one clear line
+    and a non-zero exit, so systemd (or an operator) sees it. Network trouble is not our
+    business here: polling and delivery already retry it."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await app.bot.get_me()
+        except InvalidToken:
+            svc.fatal = ConfigError(
+                "the Bot API rejected the token while running (revoked or changed?): set the new token "
+                "from @BotFather in CORRBOT_TELEGRAM_TOKEN or the token file and restart", "telegram")
+            log.error("%s", svc.fatal)
+            svc.stop.set()
+            return
+        except TelegramError:
+            continue
 
 
 def main_run(cfg: Config, stop_event: asyncio.Event | None = None) -> None:

@@ -27,7 +27,8 @@ ALERT_CHAT = -4242
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
 
 
-def write_config(tmp: Path, server: BotApiServer, rules: str, *, chats: list[int], delivery: float = 0.5) -> Path:
+def write_config(tmp: Path, server: BotApiServer, rules: str, *, chats: list[int], delivery: float = 0.5,
+                 telegram: str = "") -> Path:
     assets = "".join(
         f'\n[[assets]]\nname = "{c}"\nkind = "crypto"\nexchange = "binance"\nsymbol = "{c}/USDT"\n'
         for c in ("BTC", "ETH", "SOL", "ADA")
@@ -64,6 +65,7 @@ delivery_seconds = {delivery}
 base_url = "{server.base_url}"
 alert_chat_ids = {chats}
 admin_user_ids = [{ADMIN}]
+{telegram}
 {rules}
 """
     path = tmp / "corrbot.toml"
@@ -174,6 +176,29 @@ async def test_run_import_poll_fire_then_resolve(tmp_path: Path) -> None:
         await asyncio.wait_for(proc.wait(), 60)
         await server.stop()
     assert proc.returncode == 0, (tmp_path / "run.log").read_text()
+
+
+async def test_revoked_token_mid_run_stops_with_one_line_and_non_zero_exit(tmp_path: Path) -> None:
+    """PTB stops polling for good on a revoked token; the service must not stay up answering
+    nobody: it stops, says why in one line (no token in it) and exits non-zero."""
+    server = await BotApiServer(TOKEN).start()
+    cfg = write_config(tmp_path, server, "", chats=[ALERT_CHAT], telegram="token_check_seconds = 1")
+    log = tmp_path / "run.log"
+    proc = await start_run(cfg, log)
+    try:
+        await server.wait_for("setMyCommands", timeout=60)
+        await server.wait_for("getUpdates", timeout=60)  # polling runs: the revocation is mid-run
+        server.token = "5081234567:AAF-revoked_revoked_revoked_revoked_0"  # every call now gets 401
+        await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await server.stop()
+    text = log.read_text()
+    assert proc.returncode == 2, text[-2000:]
+    assert "rejected the token while running" in text and "Traceback" not in text
+    assert TOKEN.split(":")[1] not in text
+    assert text.rstrip().splitlines()[-1].startswith("corrbot: telegram: the Bot API rejected the token")
 
 
 KILL_ASSETS = ("BTC", "ETH", "IWM", "QQQ")
