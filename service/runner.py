@@ -77,14 +77,16 @@ class PollCycle:
     ) -> None:
         self.db, self.cfg, self.notifier, self.chats, self.deliver = db, cfg, notifier, chats, deliver
         self.progress = progress  # called after every finished cycle, failed ones too
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # the cycle and the digest share one connection: one at a time
         self.failing = False
         self.cycles = 0
 
-    async def __call__(self, *, crypto_only: bool = False, equities: bool = True) -> str:
-        if self._lock.locked():
+    async def __call__(self, *, equities: bool = True, wait: bool = False) -> str:
+        """One cycle. /poll (``wait`` False) answers at once when one is running; the scheduled
+        jobs wait for it, so an equities slot (the one after the close) is never skipped."""
+        if self.lock.locked() and not wait:
             return "a poll cycle is already running"
-        async with self._lock:
+        async with self.lock:
             summary = await self._cycle(equities)
         if self.progress is not None:
             await self.progress()
@@ -154,11 +156,11 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
     opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
 
     async def crypto() -> None:  # coroutine functions, so APScheduler awaits them on our loop
-        await work.run(cycle(equities=False))
+        await work.run(cycle(equities=False, wait=True))
 
     async def equities() -> None:
         if equities_due(time.time(), cfg):
-            await work.run(cycle())
+            await work.run(cycle(wait=True))
 
     scheduler.add_job(crypto, "interval", minutes=sched.crypto_poll_minutes, id=CRYPTO_JOB, name=CRYPTO_JOB,
                       next_run_time=datetime.now(UTC), **opts)
@@ -168,7 +170,8 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
         hour, minute = (int(x) for x in sched.digest_time.split(":"))
 
         async def digest_and_deliver() -> None:
-            await asyncio.to_thread(queue_digest, cycle.db, cfg, cycle.chats())
+            async with cycle.lock:  # never inside a cycle's transaction on the same connection
+                await asyncio.to_thread(queue_digest, cycle.db, cfg, cycle.chats())
             if deliver is not None:
                 await deliver()
 
