@@ -22,6 +22,7 @@ from core.errors import ConfigError, UnknownAssetError
 from core.rules import KINDS, RuleConfig, ScheduleConfig, StaleRule
 
 Timeframe = Literal["1d", "1h"]
+Kind = Literal["crypto", "equity"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
 DEFAULT_PATH = "corrbot.toml"
 
@@ -88,6 +89,28 @@ class FeedsConfig(_Strict):
     ccxt_urls: dict[str, str] = Field(default_factory=dict)
 
 
+_DEFAULT_MOVES: dict[Kind, float] = {"crypto": 1.5, "equity": 0.5}
+
+
+class IntegrityConfig(_Strict):
+    """Guards on every write of bars (imports and feeds), see service/guard.py."""
+
+    # Largest plausible single-bar move per asset kind, as a simple-return fraction: 0.5 means
+    # up to +50 % or down to −33 % (the same distance in log terms). Real extremes in our data:
+    # crypto daily +73 % (ADA 2025-03-02), equities daily −13 % (IWM 2020-03-16).
+    max_move: dict[Kind, Annotated[float, Field(gt=0.0, le=1000.0)]] = Field(
+        default_factory=lambda: _DEFAULT_MOVES.copy())
+    # A stored close may move by at most this fraction (after a detected re-adjustment) without
+    # `import --replace`: vendors revise recent closes a little, never by whole percent.
+    tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.001
+
+    def move_limit(self, kind: str) -> float:
+        for k, v in self.max_move.items():
+            if k == kind:
+                return v
+        return _DEFAULT_MOVES["crypto" if kind == "crypto" else "equity"]
+
+
 class TelegramConfig(_Strict):
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str | None = None
@@ -110,6 +133,7 @@ class Config(_Strict):
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     feeds: FeedsConfig = Field(default_factory=FeedsConfig)
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     rules: list[RuleConfig] = Field(default_factory=list)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

@@ -5,10 +5,11 @@
     ├── UserInputError              a CLI argument or chat command names something wrong
     │   ├── UnknownAssetError       an asset name that is not configured (carries suggestions)
     │   └── BadWindowError          a window/timeframe that is not configured
-    ├── ImportFileError             a CSV that cannot be imported (names file and line)
+    ├── ImportFileError             a CSV that cannot be imported (names file and line; exit 2)
     ├── FeedError                   market-data source trouble
     │   ├── TemporaryFeedError      network, rate limit, exchange down: retried with backoff
-    │   └── PermanentFeedError      bad symbol, unknown ticker: reported once, not retried
+    │   ├── PermanentFeedError      bad symbol, unknown ticker: reported once, not retried
+    │   └── BadDataError            a response that would store wrong prices: refused, logged once
     ├── StorageError                the database is unusable (e.g. schema newer than this code)
     └── NotEnoughDataError          a pair has fewer aligned returns than the window
 
@@ -71,6 +72,10 @@ class TemporaryFeedError(FeedError):
 
 class PermanentFeedError(FeedError):
     pass
+
+
+class BadDataError(FeedError):
+    """A feed answered, but with bars that fail the integrity guards; nothing was stored."""
 
 
 class StorageError(CorrbotError):

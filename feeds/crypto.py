@@ -30,7 +30,7 @@ import ccxt.async_support as accxt
 import pandas as pd
 
 from core.config import AssetConfig, Config, FeedsConfig
-from core.errors import FeedError, PermanentFeedError, TemporaryFeedError
+from core.errors import BadDataError, FeedError, PermanentFeedError, TemporaryFeedError
 from core.retry import Sleep, retry_async
 from core.timeframes import TIMEFRAME_SECONDS
 from feeds.base import BAR_COLUMNS, Progress
@@ -152,6 +152,7 @@ async def fetch_closed_candles(
             break
         for c in fresh:
             if int(c[0]) + tf_ms <= now:
+                _check_duplicate(rows.get(int(c[0])), c, source, symbol, timeframe)
                 rows[int(c[0])] = c
         if on_page is not None:
             on_page(len(rows))
@@ -170,6 +171,16 @@ async def fetch_closed_candles(
                     "(first at %s)", source, symbol, timeframe, int(bad.sum()), first)
         df = df.loc[~bad]
     return df
+
+
+def _check_duplicate(seen: list[Any] | None, c: list[Any], source: str, symbol: str,
+                     timeframe: str) -> None:
+    """The same closed candle twice with other prices: the exchange's data cannot be trusted."""
+    if seen is None or list(seen[1:5]) == list(c[1:5]):
+        return
+    at = datetime.fromtimestamp(int(c[0]) // 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    raise BadDataError(source, f"{symbol} {timeframe}: two candles at {at} with different prices "
+                       f"(close {seen[4]} and {c[4]}): response refused")
 
 
 @dataclass
@@ -208,7 +219,7 @@ class _Poll:
                 self.broken[ex_id] = err
                 raise
 
-    def report_once(self, ex_id: str, symbol: str, err: PermanentFeedError) -> None:
+    def report_once(self, ex_id: str, symbol: str, err: FeedError) -> None:
         if (ex_id, symbol) not in self.reported:
             self.reported.add((ex_id, symbol))
             log.error("%s", err)
@@ -231,7 +242,7 @@ class _Poll:
                     retries=self.cfg.feeds.retries, backoff=self.cfg.feeds.backoff_seconds,
                     sleep=self.sleep, hint=hint, on_page=self._progress(asset.key, timeframe),
                 )
-            except PermanentFeedError as err:
+            except (PermanentFeedError, BadDataError) as err:
                 self.report_once(ex_id, asset.symbol, err)
                 failures.append(err)
                 continue

@@ -22,33 +22,38 @@ Rows whose price fields are empty or a null token (``null``, ``NaN``, ``N/A``…
 and reported with their line; blank lines are ignored. Everything else that is wrong —
 duplicates, unsorted rows, non-positive or non-numeric prices, unparseable timestamps — is an
 `ImportFileError` naming the physical line (header = line 1), raised before anything is written.
+
+A last row without a final newline, or with fewer fields than the header, is a cut-off download:
+it is dropped with a warning (`ParsedCsv.warnings`), never stored. The file is read in chunks of
+`CHUNK_ROWS` rows and kept as typed arrays (8 bytes a value), so memory stays well under twice
+the file's size however long it is (layout detection: ``feeds.csv_layout``).
 """
 
 from __future__ import annotations
 
-import codecs
+import io
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
 from core.errors import BadWindowError, ImportFileError
 from core.timeframes import TIMEFRAME_SECONDS
+from feeds.csv_layout import Layout, sniff, tail
 
 # Tokens read as "no value". Explicit (keep_default_na=False) so that anything else that is not
 # a number is an error, not a silent skip.
 MISSING_TOKENS = ["", "null", "NULL", "Null", "NaN", "nan", "NA", "N/A", "n/a", "None", "none"]
 PRICE_ROLES = ("open", "high", "low", "close", "adj_close")
-_TIME_NAMES = ("date", "datetime", "timestamp", "time", "open_time", "ts")
-_ROLES = {"open", "high", "low", "close", "adj_close", "volume", "interval"}
+CHUNK_ROWS = 200_000
 _INTERVALS = {"1d": "1d", "1day": "1d", "d": "1d", "24h": "1d", "1h": "1h", "60m": "1h",
               "60min": "1h", "1hour": "1h", "30m": "30m", "30min": "30m"}
-_SNIFF_BYTES = 64 * 1024
 _NEAR_DAY = 23 * 3600  # daily rows are ≥ 23 h apart even across a DST change
 _OFFSET_RE = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
-_NUMBER_OR_DATE = re.compile(r"^\s*(-?\d+(\.\d+)?|\d{4}-\d{2}-\d{2}.*)\s*$")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
@@ -61,14 +66,14 @@ class ParsedCsv:
     layout: str
     rows_read: int
     skipped: list[tuple[int, str]]
+    lines: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # per bar
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # (line, what was dropped)
 
-
-@dataclass(frozen=True)
-class _Layout:
-    name: str
-    header_lines: int
-    cols: dict[str, int]  # role ("time", "close", …) -> column position
-    bom: bool  # decoding as utf-8-sig makes read_csv ~50% slower: only when there is one
+    def line_of(self, ts: int) -> int | None:
+        """The physical line of the bar at ``ts`` (None if no bar of the file has it)."""
+        idx = self.bars.index.to_numpy(np.int64)
+        i = int(np.searchsorted(idx, ts))
+        return int(self.lines[i]) if i < idx.size and idx[i] == ts else None
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,40 @@ class _Rows:
         return ImportFileError(self.shown, message, int(self.lines[i]))
 
 
+@dataclass
+class _Columns:
+    """The typed columns of all chunks (what is kept of the text: 8 bytes a value)."""
+
+    lines: list[np.ndarray] = field(default_factory=list)
+    utc: list[np.ndarray] = field(default_factory=list)
+    wall: list[np.ndarray] | None = field(default_factory=list)  # None: not a daily file
+    prices: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    volume: list[np.ndarray] = field(default_factory=list)
+    interval: str | None = None
+    next_line: int = 0  # physical line after the last one read
+
+
 def _first(mask: np.ndarray) -> int | None:
     """Index of the first row where ``mask`` holds, else None."""
     hit = np.flatnonzero(mask)
     return int(hit[0]) if hit.size else None
+
+
+class _Capped(io.RawIOBase):
+    """A binary file that ends at ``limit`` bytes (before a cut-off last row)."""
+
+    def __init__(self, fh: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self.fh, self.left = fh, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.fh.read(min(len(buf), self.left))
+        buf[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
 
 
 def parse_csv(
@@ -95,38 +130,34 @@ def parse_csv(
     if timeframe is not None and timeframe not in TIMEFRAME_SECONDS:
         raise BadWindowError(f"timeframe {timeframe!r} cannot be imported: use 1d, 1h or 30m")
     shown = str(path)
-    layout = _sniff(Path(path), shown)
-    raw = _read(Path(path), shown, layout)
-    lines = np.arange(len(raw), dtype=np.int64) + layout.header_lines + 1
-    blank = raw.isna().all(axis=1).to_numpy()
-    if blank.any():  # blank lines are not rows, but they still count for line numbers
-        raw, lines = raw.loc[~blank].reset_index(drop=True), lines[~blank]
-    if raw.empty:
-        raise ImportFileError(shown, "no data rows (header only)")
-    rows_read = len(raw)
-    if drop_last:
-        raw, lines = raw.iloc[:-1], lines[:-1]
-        if raw.empty:
-            raise ImportFileError(shown, "no data rows left after dropping the last one")
+    layout = sniff(Path(path), shown)
+    cut = tail(Path(path), layout)
+    cols = _read_all(Path(path), shown, layout, cut.limit, timeframe)
+    warnings: list[tuple[int, str]] = []
+    if cut.reason is not None:
+        warnings.append((cols.next_line, cut.reason))
+    lines = np.concatenate(cols.lines) if cols.lines else np.empty(0, dtype=np.int64)
+    if lines.size == 0:
+        more = " (the only one is a partial row)" if warnings else ""
+        raise ImportFileError(shown, f"no data rows{more}" if more else "no data rows (header only)")
+    rows_read = lines.size + len(warnings)
+    keep_n = lines.size - 1 if drop_last and not warnings else lines.size
+    if keep_n == 0:
+        raise ImportFileError(shown, "no data rows left after dropping the last one")
+    lines = lines[:keep_n]
     rows = _Rows(shown, lines)
-    col = {role: raw[pos] for role, pos in layout.cols.items()}
-
-    utc, text = _parse_times(col["time"], rows)
-    prices = {r: _numeric(col[r], _label(r), rows) for r in PRICE_ROLES if r in col}
-    for role, v in prices.items():
-        if (i := _first(v <= 0)) is not None:
-            raise rows.error(i, f"non-positive {_label(role)} {v[i]!r}")
-    volume = _numeric(col["volume"], "volume", rows) if "volume" in col else None
-    if volume is not None and (i := _first(volume < 0)) is not None:
-        raise rows.error(i, f"negative volume {volume[i]!r}")
+    utc = np.concatenate(cols.utc)[:keep_n]
+    wall = np.concatenate(cols.wall)[:keep_n] if cols.wall is not None else None
+    prices = {r: np.concatenate(v)[:keep_n] for r, v in cols.prices.items()}
+    volume = np.concatenate(cols.volume)[:keep_n] if cols.volume else None
 
     _check_increasing(utc, rows)
-    tf = timeframe or (_interval(col["interval"], rows) if "interval" in col else None)
-    wall: np.ndarray | None = None
+    tf = timeframe or cols.interval
     if tf is None:
-        tf, wall = _infer_timeframe(utc, text, rows)
+        tf = _infer_timeframe(utc, wall, rows)
     if tf == "1d":
-        wall = _wall_clock(utc, text) if wall is None else wall
+        if wall is None:  # an explicit or interval-given 1d file whose rows are not a day apart
+            wall = utc
         ts = wall - wall % 86400  # the row's own calendar date, at 00:00 UTC
         _check_increasing(ts, rows)
     else:
@@ -134,6 +165,8 @@ def parse_csv(
         if (i := _first(step < TIMEFRAME_SECONDS[tf])) is not None:
             raise rows.error(i + 1, f"bars on lines {lines[i]} and {lines[i + 1]} are "
                              f"{step[i]} s apart, less than one {tf} bar")
+    if timeframe is not None:
+        _check_asked(utc, wall, rows, timeframe)
 
     missing = np.column_stack([np.isnan(v) for v in prices.values()])
     skip = missing.any(axis=1)
@@ -152,95 +185,81 @@ def parse_csv(
         out["volume"] = volume
     index = pd.Index(ts[keep], name="ts", dtype="int64")
     bars = pd.DataFrame({k: v[keep] for k, v in out.items()}, index=index)
-    return ParsedCsv(bars, tf, layout.name, rows_read, skipped)
+    return ParsedCsv(bars, tf, layout.name, rows_read, skipped, lines[keep], warnings)
 
 
 def _label(role: str) -> str:
     return "adj close" if role == "adj_close" else role
 
 
-def _fields(line: str) -> list[str]:
-    """Normalised names: ``" Adj Close"`` -> ``adj_close``."""
-    return [re.sub(r"[\s_]+", "_", f.strip().strip('"').strip().lower()) for f in line.split(",")]
+def _read_all(path: Path, shown: str, layout: Layout, limit: int | None,
+              timeframe: str | None) -> _Columns:
+    """Every chunk parsed and typed; the text of a chunk is dropped once it is converted."""
+    cols = _Columns(next_line=layout.header_lines + 1)
+    with path.open("rb") as fh:
+        source: IO[bytes] = fh if limit is None else io.BufferedReader(_Capped(fh, limit))
+        for raw in _chunks(source, shown, layout):
+            _add_chunk(cols, raw, shown, layout, timeframe)
+    return cols
 
 
-def _sniff(path: Path, shown: str) -> _Layout:
-    """Decide the layout from the first lines; the only place that reads raw bytes."""
+def _chunks(source: IO[bytes], shown: str, layout: Layout) -> Iterator[pd.DataFrame]:
     try:
-        with path.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
-    except FileNotFoundError:
-        raise ImportFileError(shown, "no such file") from None
-    except IsADirectoryError:
-        raise ImportFileError(shown, "is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise ImportFileError(shown, f"cannot read file ({exc.strerror})") from None
-    if b"\x00" in head:
-        raise ImportFileError(shown, "binary file, not a CSV (contains NUL bytes)")
-    try:  # incremental, so a character cut at the sniff boundary is not an error
-        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(shown, f"not UTF-8 text (bad byte at offset {exc.start})") from None
-    if not text.strip():
-        raise ImportFileError(shown, "file is empty")
-    bom = head.startswith(codecs.BOM_UTF8)
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    top = _fields(lines[0])
-    if top[0] == "price":
-        third = _fields(lines[2]) if len(lines) > 3 else [""]
-        if len(lines) < 4 or _fields(lines[1])[0] != "ticker" or third[0] not in _TIME_NAMES \
-                or any(third[1:]):
-            raise ImportFileError(shown, "incomplete yfinance multi-line header "
-                                  "(expected Price, Ticker and Date lines)", 1)
-        tickers = sorted({f.upper() for f in _fields(lines[1])[1:] if f})
-        if len(tickers) > 1:
-            raise ImportFileError(shown, f"holds several tickers ({', '.join(tickers)}): "
-                                  "save one ticker per file", 2)
-        return _named(shown, "yfinance-multi", 3, [third[0], *top[1:]], lines[0], bom)
-    if _NUMBER_OR_DATE.match(lines[0].split(",")[0]):
-        if len(top) < 5:
-            raise ImportFileError(shown, f"headerless file with {len(top)} columns: need "
-                                  "timestamp, open, high, low, close[, volume]", 1)
-        roles = ["time", "open", "high", "low", "close", "volume"][: len(top)]
-        return _Layout("ccxt", 0, {r: i for i, r in enumerate(roles)}, bom)
-    name = "binance" if "interval" in top or "symbol" in top else None
-    return _named(shown, name, 1, top, lines[0], bom)
-
-
-def _named(shown: str, name: str | None, header_lines: int, names: list[str], raw: str,
-           bom: bool) -> _Layout:
-    cols: dict[str, int] = {}
-    for pos, n in enumerate(names):
-        if n in _TIME_NAMES:  # the first one wins (Binance dumps also have close_time)
-            cols.setdefault("time", pos)
-            continue
-        role = n.replace("adjc", "adj_c")
-        if role in _ROLES:
-            if role in cols:
-                raise ImportFileError(shown, f"column {n!r} appears twice", header_lines)
-            cols[role] = pos
-    if "time" not in cols or not {"close", "adj_close"} & cols.keys():
-        raise ImportFileError(shown, f"unrecognised header {raw.strip()[:80]!r}: need a "
-                              "Date/Datetime/timestamp column and a Close column", 1)
-    if name is None and names[cols["time"]] in ("date", "datetime"):
-        name = "yahoo" if "adj_close" in cols else "yfinance"
-    return _Layout(name or "ohlcv", header_lines, cols, bom)
-
-
-def _read(path: Path, shown: str, layout: _Layout) -> pd.DataFrame:
-    try:
-        return pd.read_csv(
-            path, header=None, skiprows=layout.header_lines, usecols=sorted(layout.cols.values()),
-            skip_blank_lines=False, keep_default_na=False, na_values=MISSING_TOKENS,
-            encoding="utf-8-sig" if layout.bom else "utf-8",
+        reader = pd.read_csv(
+            source, header=None, skiprows=layout.header_lines,  # type: ignore[call-overload]
+            usecols=sorted(layout.cols.values()), skip_blank_lines=False, keep_default_na=False,
+            na_values=MISSING_TOKENS, encoding="utf-8-sig" if layout.bom else "utf-8",
+            chunksize=CHUNK_ROWS,
         )
+        with reader:
+            yield from reader
     except pd.errors.EmptyDataError:
-        raise ImportFileError(shown, "no data rows (header only)") from None
+        return
     except UnicodeDecodeError as exc:
         raise ImportFileError(shown, f"not UTF-8 text ({exc.reason})") from None
     except (pd.errors.ParserError, ValueError) as exc:
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise ImportFileError(shown, f"cannot parse as CSV: {msg}") from None
+
+
+def _add_chunk(cols: _Columns, raw: pd.DataFrame, shown: str, layout: Layout,
+               timeframe: str | None) -> None:
+    lines = np.arange(len(raw), dtype=np.int64) + cols.next_line
+    cols.next_line += len(raw)
+    blank = raw.isna().all(axis=1).to_numpy()
+    if blank.any():  # blank lines are not rows, but they still count for line numbers
+        raw, lines = raw.loc[~blank].reset_index(drop=True), lines[~blank]
+    if raw.empty:
+        return
+    rows = _Rows(shown, lines)
+    col = {role: raw[pos] for role, pos in layout.cols.items()}
+    utc, text = _parse_times(col["time"], rows)
+    prices = {r: _numeric(col[r], _label(r), rows) for r in PRICE_ROLES if r in col}
+    for role, v in prices.items():
+        if (i := _first(v <= 0)) is not None:
+            raise rows.error(i, f"non-positive {_label(role)} {v[i]!r}")
+    if "volume" in col:
+        volume = _numeric(col["volume"], "volume", rows)
+        if (i := _first(volume < 0)) is not None:
+            raise rows.error(i, f"negative volume {volume[i]!r}")
+        cols.volume.append(volume)
+    if "interval" in col:
+        tf = _interval(col["interval"], rows)
+        if cols.interval is not None and tf != cols.interval:
+            raise rows.error(0, f"interval changes from {cols.interval!r} to {tf!r}")
+        cols.interval = tf
+    # Wall clocks cost a second string pass: only for what can be a daily file.
+    step = np.diff(np.concatenate([cols.utc[-1][-1:], utc])) if cols.utc else np.diff(utc)
+    daily = timeframe == "1d" or (timeframe is None and cols.interval in (None, "1d")
+                                  and not (step < _NEAR_DAY).any())
+    if cols.wall is not None and daily:
+        cols.wall.append(_wall_clock(utc, text))
+    else:
+        cols.wall = None
+    cols.lines.append(lines)
+    cols.utc.append(utc)
+    for r, v in prices.items():
+        cols.prices.setdefault(r, []).append(v)
 
 
 def _numeric(col: pd.Series, label: str, rows: _Rows) -> np.ndarray:
@@ -288,26 +307,41 @@ def _wall_clock(utc: np.ndarray, text: pd.Series | None) -> np.ndarray:
                                    format="ISO8601"))
 
 
-def _infer_timeframe(utc: np.ndarray, text: pd.Series | None,
-                     rows: _Rows) -> tuple[str, np.ndarray | None]:
+def _infer_timeframe(utc: np.ndarray, wall: np.ndarray | None, rows: _Rows) -> str:
+    """1d for rows at local midnight (``wall``: their wall clocks, None when some rows are
+    less than a day apart), else the most common spacing if it is 1h or 30m."""
     step = np.diff(utc)
-    wall = None
-    # Only rows a day apart can be daily: spare intraday files the wall-clock work.
-    if step.size == 0 or step.min() >= _NEAR_DAY:
-        wall = _wall_clock(utc, text)
-        if not (wall % 86400).any():
-            return "1d", wall
+    if wall is not None and (step.size == 0 or step.min() >= _NEAR_DAY) \
+            and not (wall % 86400).any():
+        return "1d"
     if step.size == 0:
         raise rows.error(0, "a single intraday row: cannot tell the timeframe, pass it")
     values, counts = np.unique(step, return_counts=True)
     mode = int(values[counts.argmax()])
     by_step = {s: tf for tf, s in TIMEFRAME_SECONDS.items() if tf != "1d"}
     if mode in by_step:
-        return by_step[mode], wall
+        return by_step[mode]
     i = int(np.flatnonzero(step == mode)[0])
     raise rows.error(i + 1, f"cannot tell the timeframe: rows are mostly {mode} s apart (lines "
                      f"{rows.lines[i]} and {rows.lines[i + 1]}); "
                      "supported: daily rows at midnight, 1h, 30m")
+
+
+def _check_asked(utc: np.ndarray, wall: np.ndarray | None, rows: _Rows, asked: str) -> None:
+    """``--timeframe`` must name the bars the file holds: an hourly file is not 30m bars."""
+    if utc.size < 2:
+        return
+    try:
+        found = _infer_timeframe(utc, wall, rows)
+    except ImportFileError:
+        return  # irregular rows: the spacing checks above already held
+    if found != asked:
+        step = np.diff(utc)
+        values, counts = np.unique(step, return_counts=True)
+        mode = int(values[counts.argmax()])
+        i = int(np.flatnonzero(step == mode)[0])
+        raise rows.error(i + 1, f"rows are {found} bars (mostly {mode} s apart), not the "
+                         f"{asked} bars asked with --timeframe")
 
 
 def _interval(col: pd.Series, rows: _Rows) -> str:

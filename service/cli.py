@@ -1,6 +1,7 @@
 """The `corrbot` command line: a thin shell over service/ (argparse, printing, exit codes).
 
-Exit status: 0 ok, 1 runtime failure (feed down, storage), 2 bad config or bad arguments.
+Exit status: 0 ok, 1 runtime failure (feed down, storage), 2 bad config, bad arguments or a
+bad input file (an import refused by the integrity guards included).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from bot.redact import redact
 from core import __version__
 from core.config import Config, load_config
-from core.errors import ConfigError, CorrbotError, UserInputError
+from core.errors import ConfigError, CorrbotError, ImportFileError, UserInputError
 from core.models import iso
 from service import queries
 from service.entry import early_stop
@@ -47,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("asset")
     imp.add_argument("file")
     imp.add_argument("--drop-last", action="store_true", help="drop the last row (captured intraday)")
-    imp.add_argument("--timeframe", choices=["1d", "1h", "30m"], help="override the detected bar size")
+    imp.add_argument("--timeframe", choices=["1d", "1h", "30m"], help="the bar size the file holds (checked)")
+    imp.add_argument("--replace", action="store_true",
+                     help="overwrite stored closes the file changes (refused without it)")
     bf = sub.add_parser("backfill", help="fetch history for the watch list")
     bf.add_argument("--since", type=_date, help="YYYY-MM-DD (default: feeds.backfill_days ago)")
     bf.add_argument("--asset", nargs="+", default=None, metavar="NAME")
@@ -113,13 +116,18 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
     from service.sync import import_csv
 
     db = _open(cfg, readonly=False)
-    rep = import_csv(db, cfg, args.asset, args.file, drop_last=args.drop_last, timeframe=args.timeframe)
+    rep = import_csv(db, cfg, args.asset, args.file, drop_last=args.drop_last, timeframe=args.timeframe,
+                     replace=args.replace)
+    for line, what in rep.warnings:
+        print(f"corrbot: warning: {args.file}:{line}: {what}", file=sys.stderr)
     print(
         f"{rep.asset} {rep.timeframe} ({rep.layout}): {rep.rows_read} rows read, {rep.inserted} new, "
         f"{rep.updated} updated, {rep.unchanged} unchanged, {len(rep.skipped)} skipped"
     )
     for line, reason in rep.skipped[:10]:
         print(f"  skipped line {line}: {reason}")
+    for note in rep.notes:
+        print(f"  {note}")
     print(update_correlations(db, cfg).summary())
     return 0
 
@@ -318,7 +326,7 @@ def main(argv: Sequence[str] | None = None, *, stop: asyncio.Event | None = None
         err = explain(exc, db_path, busy_timeout=busy)
         print(f"corrbot: {redact(str(err))}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
-    except (ConfigError, UserInputError) as exc:
+    except (ConfigError, UserInputError, ImportFileError) as exc:  # bad input: exit 2
         print(f"corrbot: {redact(str(exc))}", file=sys.stderr)
         return 2
     except CorrbotError as exc:  # messages are built token-free; redact anyway (echoed URLs)

@@ -4,7 +4,8 @@
 pair from its checkpoint and steps only through observations newer than the pair's last
 row, so a new bar costs O(pairs × window). A pair is recomputed from scratch only when one of
 its assets had bars changed at or before that pair's last row (a backfill of older history,
-a re-adjusted Yahoo series) or when the windows/λ in the config changed.
+a re-adjusted Yahoo series) or when its definition changed: basket members or weights,
+windows, λ, alignment rules (service/fingerprint.py, stored per pair).
 Everything — rows, checkpoints, clearing the dirty markers — is one transaction.
 """
 
@@ -22,9 +23,11 @@ from core.config import Config
 from core.timeframes import INTRADAY_CRYPTO
 from monitors.align import basket_prices, crypto_obs, equity_obs, session_of
 from monitors.engine import Engine, WindowRows
+from service.fingerprint import pair_fingerprints
 from storage import corr as corr_store
 from storage.bars import read_bars
 from storage.db import transaction
+from storage.fingerprints import load_fingerprints, save_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,13 @@ def step_rows(ts: int, out: list[WindowRows], sid: np.ndarray) -> list[tuple[obj
     return rows
 
 
+def _changed_definitions(db: sqlite_utils.Database, cfg: Config, tf: str) -> set[tuple[str, str]]:
+    """Pairs whose definition (baskets, windows, λ, alignment) differs from what their stored
+    rows were computed with — or is unknown (rows from before fingerprints): recompute them."""
+    stored = load_fingerprints(db, tf)
+    return {pair for pair, fp in pair_fingerprints(cfg, tf).items() if stored.get(pair) != fp}
+
+
 def _update_timeframe(
     db: sqlite_utils.Database, cfg: Config, tf: str, affected: dict[str, int], report: UpdateReport
 ) -> None:
@@ -121,6 +131,7 @@ def _update_timeframe(
     engine = Engine([(col[a], col[b]) for a, b in pairs], windows, intraday=tf != "1d", lam=lam)
     ids = corr_store.series_ids(db, [(a, b, tf, w) for a, b in pairs for w in windows])
     checkpoints = corr_store.load_checkpoints(db, tf)
+    changed = _changed_definitions(db, cfg, tf)
     recompute: list[int] = []
     for p, (a, b) in enumerate(pairs):
         cp = checkpoints.get((a, b))
@@ -133,6 +144,7 @@ def _update_timeframe(
             and cp.wmax == engine.wmax
             and cp.lam == lam
             and (first_change is None or first_change > cp.last_ts)
+            and (a, b) not in changed
             and engine.import_state(p, cp.state)
         )
         if not resumable:
@@ -168,6 +180,7 @@ def _update_timeframe(
             for p, (a, b) in enumerate(pairs)
         ],
     )
+    save_fingerprints(db, tf, pair_fingerprints(cfg, tf))
     report.rows_written[tf] = len(rows)
     report.pairs_recomputed[tf] = len(recompute)
     report.observations[tf] = stepped

@@ -5,13 +5,17 @@ bar), stores the bars (`storage.bars.upsert_bars`), records each source's health
 and returns one `FeedResult` per asset × timeframe. It also owns the Yahoo adjustment-drift
 check, which compares fresh closes with stored ones: a drifted series is refetched whole so
 the stored history stays on one adjusted scale.
+
+Every write goes through the integrity guard (service/guard.py) first: a CSV that fails it is an
+`ImportFileError` naming file and line (nothing stored); a feed batch that fails it is refused,
+logged once and recorded as the source's error for /status (`guarded_upsert`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +23,14 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import Config
-from core.errors import BadWindowError, FeedError, PermanentFeedError, UserInputError
+from core.errors import (
+    BadDataError,
+    BadWindowError,
+    FeedError,
+    ImportFileError,
+    PermanentFeedError,
+    UserInputError,
+)
 from core.retry import Sleep
 from core.timeframes import TIMEFRAME_SECONDS
 from feeds.base import FeedResult, Progress
@@ -27,7 +38,9 @@ from feeds.crypto import ExchangeFactory, fetch_crypto
 from feeds.csv_import import parse_csv
 from feeds.equities import SOURCE as YAHOO
 from feeds.equities import fetch_equities
-from storage.bars import bar_counts, last_bar_ts, read_bars, upsert_bars
+from service.guard import Refused, apply_plan, check_write
+from storage.bars import UpsertResult, bar_counts, last_bar_ts, read_bars
+from storage.db import transaction
 from storage.status import record_error, record_ok
 
 log = logging.getLogger(__name__)
@@ -48,20 +61,56 @@ class ImportReport:
     skipped: list[tuple[int, str]]  # (physical line, reason)
     first_ts: int
     last_ts: int
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # (line, what was dropped)
+    notes: list[str] = field(default_factory=list)  # re-adjustments taken, --replace overwrites
 
 
 def import_csv(
     db: sqlite_utils.Database, cfg: Config, asset: str, path: str | Path, *,
-    drop_last: bool = False, timeframe: str | None = None,
+    drop_last: bool = False, timeframe: str | None = None, replace: bool = False,
+    now: int | None = None,
 ) -> ImportReport:
-    """Import the bar file at ``path`` for ``asset``: validate it whole, then one upsert."""
+    """Import the bar file at ``path`` for ``asset``: validate it whole, check it against the
+    stored series (service/guard.py), then one transaction (rescale if re-adjusted, upsert)."""
     key = cfg.resolve(asset)
     if key in cfg.basket_by_key:
         raise UserInputError(f"{key} is a basket: baskets are computed from members, not imported")
     p = parse_csv(path, drop_last=drop_last, timeframe=timeframe)
-    res = upsert_bars(db, key, p.timeframe, p.bars, f"csv:{Path(path).name}")
+    with transaction(db):  # the checks read what the write then changes: one snapshot
+        try:
+            plan = check_write(db, cfg, key, p.timeframe, p.bars, now=now, replace=replace)
+        except Refused as exc:
+            raise ImportFileError(str(path), str(exc), p.line_of(exc.fault.ts)) from None
+        res = apply_plan(db, key, p.timeframe, p.bars, f"csv:{Path(path).name}", plan)
     return ImportReport(key, p.timeframe, p.layout, p.rows_read, res.inserted, res.updated,
-                        res.unchanged, p.skipped, int(p.bars.index[0]), int(p.bars.index[-1]))
+                        res.unchanged, p.skipped, int(p.bars.index[0]), int(p.bars.index[-1]),
+                        p.warnings, plan.notes)
+
+
+# (source, asset, timeframe) refused with this message: logged once, until it stores again.
+_REFUSED: dict[tuple[str, str, str], str] = {}
+
+
+def guarded_upsert(db: sqlite_utils.Database, cfg: Config, source: str, asset: str, tf: str,
+                   bars: pd.DataFrame, now: int | None = None) -> UpsertResult | str:
+    """Store what a feed fetched if it passes the guards; else the refusal (one line), which is
+    logged once and recorded as the source's error for /status. Nothing is stored then."""
+    key = (source, asset, tf)
+    with transaction(db):
+        try:
+            plan = check_write(db, cfg, asset, tf, bars, now=now)
+        except Refused as exc:
+            msg = str(BadDataError(source, f"{asset} {tf}: refused {len(bars)} bar(s): {exc}"))
+            if _REFUSED.get(key) != msg:
+                log.error("%s", msg)
+            _REFUSED[key] = msg
+            record_error(db, source, asset, msg)
+            return msg
+        res = apply_plan(db, asset, tf, bars, source, plan)
+    _REFUSED.pop(key, None)
+    for note in plan.notes:
+        log.warning("%s: %s", source, note)
+    return res
 
 
 async def poll_crypto(
@@ -103,7 +152,11 @@ async def poll_crypto(
         if f.bars is None:
             results.append(FeedResult(f.source, f.asset, f.timeframe, 0, 0, 0, error=f.error))
             continue
-        res = await asyncio.to_thread(upsert_bars, db, f.asset, f.timeframe, f.bars, f.source)
+        res = await asyncio.to_thread(guarded_upsert, db, cfg, f.source, f.asset, f.timeframe,
+                                      f.bars, now // 1000)
+        if isinstance(res, str):
+            results.append(FeedResult(f.source, f.asset, f.timeframe, len(f.bars), 0, 0, error=res))
+            continue
         record_ok(db, f.source, f.asset, last_bar_ts(db, f.asset, f.timeframe))
         results.append(FeedResult(f.source, f.asset, f.timeframe, len(f.bars), res.inserted, res.updated))
     return results
@@ -185,7 +238,10 @@ async def poll_equities(
                 results.append(FeedResult(YAHOO, key, tf, 0, 0, 0, msg))
             elif key in frames:
                 df = frames[key]
-                res = upsert_bars(db, key, tf, df, YAHOO)
+                res = guarded_upsert(db, cfg, YAHOO, key, tf, df, int(now.timestamp()))
+                if isinstance(res, str):
+                    results.append(FeedResult(YAHOO, key, tf, len(df), 0, 0, res))
+                    continue
                 record_ok(db, YAHOO, key, last_bar_ts(db, key, tf))
                 if progress is not None:
                     progress(key, tf, len(df))

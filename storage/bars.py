@@ -8,6 +8,7 @@ whose values changed, inside one transaction, and records the earliest changed t
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -21,6 +22,7 @@ COLUMNS = ("open", "high", "low", "close", "volume")
 # Two float64 reads of the same stored REAL are identical, so "unchanged" can be exact;
 # the tolerance only absorbs float32 round-trips in some CSV exports.
 _REL_TOL = 1e-12
+_SLICE = 200_000  # rows per read/compare/write slice: bounds memory on multi-million-row imports
 
 
 @dataclass(frozen=True)
@@ -41,55 +43,74 @@ def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str) -> UpsertResult:
-    """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction."""
+    """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction.
+
+    Works through the batch in slices of `_SLICE` rows (read what is stored there, compare,
+    write), so peak memory does not grow with the batch: a 2-million-row import stays one
+    transaction without holding a Python tuple per stored and per new row at once.
+    """
     if bars.empty:
         return UpsertResult(0, 0, 0)
-    df = _normalise(bars)
-    if not df.index.is_unique:
+    if not bars.index.is_unique:
         raise ValueError("duplicate timestamps in bar batch")
-    lo, hi = int(df.index.min()), int(df.index.max())
+    if not bars.index.is_monotonic_increasing:
+        bars = bars.sort_index()
+    n_new = n_upd = 0
+    first: int | None = None
     with transaction(db) as conn:
-        existing = pd.DataFrame(
-            conn.execute(
-                "SELECT ts, open, high, low, close, volume FROM bars "
-                "WHERE asset = ? AND timeframe = ? AND ts BETWEEN ? AND ?",
-                [asset, timeframe, lo, hi],
-            ).fetchall(),
-            columns=["ts", *COLUMNS],
-        )
-        existing = existing.set_index("ts").astype("float64")
-        is_new = ~df.index.isin(existing.index)
-        old = existing.reindex(df.index[~is_new])
-        new_vals = df.loc[~is_new]
-        same = np.isclose(new_vals.to_numpy(), old.to_numpy(), rtol=_REL_TOL, atol=0.0, equal_nan=True)
-        changed_mask = np.zeros(len(df), dtype=bool)
-        changed_mask[~is_new] = ~same.all(axis=1)
-        write = df.loc[is_new | changed_mask]
-        if len(write):
-            # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
-            # Python checks on the import hot path.
-            n = len(write)
-            cols = [write[c].to_numpy().tolist() for c in COLUMNS]
-            rows = list(
-                zip(repeat(asset, n), repeat(timeframe, n), write.index.tolist(), *cols, repeat(source, n), strict=True)
-            )
-            conn.executemany(
-                "INSERT INTO bars (asset, timeframe, ts, open, high, low, close, volume, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
-                "open = excluded.open, high = excluded.high, low = excluded.low, "
-                "close = excluded.close, volume = excluded.volume, source = excluded.source",
-                rows,
-            )
-            first = int(write.index.min())
+        for lo_i in range(0, len(bars), _SLICE):
+            df = _normalise(bars.iloc[lo_i : lo_i + _SLICE])
+            new, upd, write_first = _upsert_slice(conn, asset, timeframe, df, source)
+            n_new += new
+            n_upd += upd
+            if write_first is not None and first is None:
+                first = write_first
+        if first is not None:
             conn.execute(
                 "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
                 "ON CONFLICT (asset, timeframe) DO UPDATE SET "
                 "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
                 [asset, timeframe, first],
             )
-    n_new = int(is_new.sum())
-    n_upd = int(changed_mask.sum())
-    return UpsertResult(n_new, n_upd, len(df) - n_new - n_upd)
+    return UpsertResult(n_new, n_upd, len(bars) - n_new - n_upd)
+
+
+def _upsert_slice(conn: sqlite3.Connection, asset: str, timeframe: str, df: pd.DataFrame,
+                  source: str) -> tuple[int, int, int | None]:
+    """One sorted slice: (inserted, updated, first written ts or None)."""
+    lo, hi = int(df.index[0]), int(df.index[-1])
+    existing = pd.DataFrame(
+        conn.execute(
+            "SELECT ts, open, high, low, close, volume FROM bars "
+            "WHERE asset = ? AND timeframe = ? AND ts BETWEEN ? AND ?",
+            [asset, timeframe, lo, hi],
+        ).fetchall(),
+        columns=["ts", *COLUMNS],
+    )
+    existing = existing.set_index("ts").astype("float64")
+    is_new = ~df.index.isin(existing.index)
+    old = existing.reindex(df.index[~is_new])
+    new_vals = df.loc[~is_new]
+    same = np.isclose(new_vals.to_numpy(), old.to_numpy(), rtol=_REL_TOL, atol=0.0, equal_nan=True)
+    changed_mask = np.zeros(len(df), dtype=bool)
+    changed_mask[~is_new] = ~same.all(axis=1)
+    write = df.loc[is_new | changed_mask]
+    if len(write):
+        # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
+        # Python checks on the import hot path.
+        n = len(write)
+        cols = [write[c].to_numpy().tolist() for c in COLUMNS]
+        rows = zip(repeat(asset, n), repeat(timeframe, n), write.index.tolist(), *cols,
+                   repeat(source, n), strict=True)
+        conn.executemany(
+            "INSERT INTO bars (asset, timeframe, ts, open, high, low, close, volume, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
+            "open = excluded.open, high = excluded.high, low = excluded.low, "
+            "close = excluded.close, volume = excluded.volume, source = excluded.source",
+            rows,
+        )
+    first = int(write.index[0]) if len(write) else None
+    return int(is_new.sum()), int(changed_mask.sum()), first
 
 
 def read_bars(
@@ -114,8 +135,10 @@ def read_bars(
     return df.astype("float64")
 
 
-def last_bar_ts(db: sqlite_utils.Database, asset: str, timeframe: str) -> int | None:
-    row = db.execute("SELECT max(ts) FROM bars WHERE asset = ? AND timeframe = ?", [asset, timeframe]).fetchone()
+def last_bar_ts(db: sqlite_utils.Database, asset: str, timeframe: str, *, first: bool = False) -> int | None:
+    """The newest stored bar's ts (the oldest with ``first``), None if there is none."""
+    agg = "min" if first else "max"
+    row = db.execute(f"SELECT {agg}(ts) FROM bars WHERE asset = ? AND timeframe = ?", [asset, timeframe]).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
@@ -125,3 +148,49 @@ def bar_counts(db: sqlite_utils.Database) -> dict[tuple[str, str], tuple[int, in
         "SELECT asset, timeframe, count(*), min(ts), max(ts) FROM bars GROUP BY asset, timeframe"
     ).fetchall()
     return {(a, tf): (int(n), int(lo), int(hi)) for a, tf, n, lo, hi in rows}
+
+
+def read_closes(
+    db: sqlite_utils.Database, asset: str, timeframe: str, since: int, until: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ts, close) arrays of the stored bars in [since, until], fetched in slices so that a
+    whole stored history costs 16 bytes a bar, not a Python tuple per row."""
+    cur = db.execute(
+        "SELECT ts, close FROM bars WHERE asset = ? AND timeframe = ? AND ts BETWEEN ? AND ? "
+        "ORDER BY ts", [asset, timeframe, since, until])
+    parts: list[np.ndarray] = []
+    while batch := cur.fetchmany(_SLICE):
+        parts.append(np.array(batch, dtype="float64"))
+    if not parts:
+        return np.empty(0, dtype="int64"), np.empty(0, dtype="float64")
+    arr = np.concatenate(parts)
+    return arr[:, 0].astype("int64"), arr[:, 1]
+
+
+def neighbour(db: sqlite_utils.Database, asset: str, timeframe: str, ts: int,
+              *, before: bool) -> tuple[int, float] | None:
+    """The stored bar just before (or after) ``ts``: (ts, close), or None."""
+    op, order = ("<", "DESC") if before else (">", "ASC")
+    row = db.execute(
+        f"SELECT ts, close FROM bars WHERE asset = ? AND timeframe = ? AND ts {op} ? "
+        f"ORDER BY ts {order} LIMIT 1", [asset, timeframe, ts]).fetchone()
+    return None if row is None else (int(row[0]), float(row[1]))
+
+
+def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: float) -> int:
+    """Multiply every stored price (not volume) of the series by ``factor``: a vendor
+    re-adjustment taken for the whole history, so there is no jump where old meets new."""
+    with transaction(db) as conn:
+        cur = conn.execute(
+            "UPDATE bars SET open = open * ?1, high = high * ?1, low = low * ?1, close = close * ?1 "
+            "WHERE asset = ?2 AND timeframe = ?3", [factor, asset, timeframe])
+        n = int(cur.rowcount)
+        first = last_bar_ts(db, asset, timeframe, first=True)
+        if n and first is not None:
+            conn.execute(
+                "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
+                "ON CONFLICT (asset, timeframe) DO UPDATE SET "
+                "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
+                [asset, timeframe, first],
+            )
+    return n

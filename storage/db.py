@@ -21,6 +21,9 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
 - ``outbox_episodes`` which episodes a (possibly grouped) message is about
 - ``mutes``       silences from /mute: rule and/or target (asset or pair), until when
 - ``rule_overrides`` /set RULE KEY VALUE, applied over the config's rule
+- ``series_fingerprint`` per pair × timeframe, a hash of every definition its stored
+                  correlations depend on (basket members and weights, windows, λ, alignment):
+                  a different hash on update recomputes that pair (storage/fingerprints.py)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import sqlite_utils
 
 from core.errors import ConfigError, CorrbotError, StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -147,8 +150,15 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE series_fingerprint (a TEXT NOT NULL, b TEXT NOT NULL, timeframe TEXT NOT NULL, "
+        "fingerprint TEXT NOT NULL, PRIMARY KEY (a, b, timeframe))"
+    )
+
+
 # Index i migrates a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -157,6 +167,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 TABLES = frozenset({
     "meta", "bars", "series", "corr", "pair_state", "dirty", "feed_status", "push_chats",
     "alert_state", "episodes", "outbox", "outbox_episodes", "mutes", "rule_overrides",
+    "series_fingerprint",
 })
 DEFAULT_BUSY_TIMEOUT = 30.0
 
