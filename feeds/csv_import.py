@@ -124,7 +124,8 @@ class _Capped(io.RawIOBase):
 
 
 def parse_csv(
-    path: str | Path, *, drop_last: bool = False, timeframe: str | None = None
+    path: str | Path, *, drop_last: bool = False, timeframe: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> ParsedCsv:
     """Read and validate a bar file without touching any database (see module docstring)."""
     if timeframe is not None and timeframe not in TIMEFRAME_SECONDS:
@@ -132,7 +133,7 @@ def parse_csv(
     shown = str(path)
     layout = sniff(Path(path), shown)
     cut = tail(Path(path), layout)
-    cols = _read_all(Path(path), shown, layout, cut.limit, timeframe)
+    cols = _read_all(Path(path), shown, layout, cut.limit, timeframe, chunk_rows)
     warnings: list[tuple[int, str]] = []
     if cut.reason is not None:
         warnings.append((cols.next_line, cut.reason))
@@ -193,23 +194,24 @@ def _label(role: str) -> str:
 
 
 def _read_all(path: Path, shown: str, layout: Layout, limit: int | None,
-              timeframe: str | None) -> _Columns:
+              timeframe: str | None, chunk_rows: int) -> _Columns:
     """Every chunk parsed and typed; the text of a chunk is dropped once it is converted."""
     cols = _Columns(next_line=layout.header_lines + 1)
     with path.open("rb") as fh:
         source: IO[bytes] = fh if limit is None else io.BufferedReader(_Capped(fh, limit))
-        for raw in _chunks(source, shown, layout):
+        for raw in _chunks(source, shown, layout, chunk_rows):
             _add_chunk(cols, raw, shown, layout, timeframe)
     return cols
 
 
-def _chunks(source: IO[bytes], shown: str, layout: Layout) -> Iterator[pd.DataFrame]:
+def _chunks(source: IO[bytes], shown: str, layout: Layout,
+            chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
         reader = pd.read_csv(
             source, header=None, skiprows=layout.header_lines,  # type: ignore[call-overload]
             usecols=sorted(layout.cols.values()), skip_blank_lines=False, keep_default_na=False,
             na_values=MISSING_TOKENS, encoding="utf-8-sig" if layout.bom else "utf-8",
-            chunksize=CHUNK_ROWS,
+            chunksize=chunk_rows,
         )
         with reader:
             yield from reader

@@ -26,6 +26,7 @@ from core.timeframes import TIMEFRAME_SECONDS
 RATIO_TOL = 1e-5  # two downloads of one adjusted series agree on the ratio to ~1.4e-6 (real files)
 RATIO_EPS = 1e-6  # below this a common ratio is rounding, not a re-adjustment
 MIN_RESCALE = 3  # fewer overlapping bars cannot tell a re-adjustment from a wrong file
+MAX_RUNS = 4  # ex-dates inside one overlap, at most (a few quarters of dividends)
 GAP_BARS = 3  # a gap of up to this many bar lengths (a weekend) counts as one bar for moves
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -39,12 +40,25 @@ class Fault:
 @dataclass(frozen=True)
 class Overlap:
     n: int  # stored bars the batch overlaps
-    scale: float  # new / stored, common to the overlap: 1.0 unless a re-adjustment was found
-    changed: int  # overlapping closes that change by more than the tolerance (after scaling)
+    # The re-adjustment found: (first ts, new / stored) of each run of ≥ MIN_RESCALE overlapping
+    # bars sharing one ratio, oldest first (several runs: a dividend or split went ex inside
+    # the overlap). Empty when there is none (ratios ≈ 1, or too few bars to tell).
+    runs: list[tuple[int, float]]
+    changed: int  # overlapping closes that change by more than the tolerance (after the ratios)
     worst_ts: int | None  # where the largest change is
-    worst: float  # that change, relative (new / (stored · scale) − 1)
+    worst: float  # that change, relative (new / (stored · ratio) − 1)
     old: float  # the stored close there
     new: float  # the batch's close there
+
+    @property
+    def first(self) -> float:
+        """The factor for stored bars older than the batch."""
+        return self.runs[0][1] if self.runs else 1.0
+
+    @property
+    def last(self) -> float:
+        """The factor for stored bars newer than the batch."""
+        return self.runs[-1][1] if self.runs else 1.0
 
 
 def when(ts: int, timeframe: str) -> str:
@@ -126,29 +140,38 @@ def move_fault(ts: np.ndarray, close: np.ndarray, *, limit: float, kind: str, ti
     direction = "to" if stored_last else "from"
     return Fault(int(t[bar]), f"close {c[bar]:.6g} on {when(int(t[bar]), timeframe)} is "
                  f"{pct:+.1%} {direction} {src} {c[ref]:.6g} on {when(int(t[ref]), timeframe)}: "
-                 f"more than a {kind} bar moves (integrity.max_move.{kind} = {limit:g})")
+                 f"more than {'an' if kind == 'equity' else 'a'} {kind} bar moves "
+                 f"(integrity.max_move.{kind} = {limit:g})")
 
 
 def compare_overlap(ts: np.ndarray, close: np.ndarray, old_ts: np.ndarray, old_close: np.ndarray,
                     tol: float) -> Overlap:
     """The batch's closes against the stored ones on the same timestamps.
 
-    A re-adjustment is a ratio new/stored that at least half of ≥ MIN_RESCALE overlapping bars
-    share to RATIO_TOL (and that is not 1); the other bars are then judged after scaling.
+    A vendor re-adjustment multiplies history before each ex-date by one factor, so the ratio
+    new/stored, in time order, is a step function: runs sharing one ratio to RATIO_TOL. Runs of
+    at least MIN_RESCALE bars (at most MAX_RUNS of them, and not all ≈ 1) are taken as one; every
+    other bar is judged against the ratio of the run before it (or after, at the start).
     """
     _, i, j = np.intersect1d(ts, old_ts, assume_unique=True, return_indices=True)
     if not i.size:
-        return Overlap(0, 1.0, 0, None, 0.0, math.nan, math.nan)
+        return Overlap(0, [], 0, None, 0.0, math.nan, math.nan)
     new, old = close[i], old_close[j]
     ratio = new / old
-    m = float(np.median(ratio))
-    scale = 1.0
-    if i.size >= MIN_RESCALE and abs(m - 1.0) > RATIO_EPS:
-        agree = np.abs(ratio / m - 1.0) <= RATIO_TOL
-        if agree.sum() * 2 > i.size:
-            scale = m
-    rel = ratio / scale - 1.0
+    cuts = np.flatnonzero(np.abs(ratio[1:] / ratio[:-1] - 1.0) > RATIO_TOL) + 1
+    bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), ratio.size], strict=True))
+    long = [(lo, hi) for lo, hi in bounds if hi - lo >= MIN_RESCALE]
+    expect = np.ones(ratio.size)
+    runs: list[tuple[int, float]] = []
+    if 0 < len(long) <= MAX_RUNS:
+        ks = [float(np.median(ratio[lo:hi])) for lo, hi in long]
+        if any(abs(k - 1.0) > RATIO_EPS for k in ks):
+            runs = [(int(ts[i[lo]]), k) for (lo, _), k in zip(long, ks, strict=True)]
+            starts = np.array([lo for lo, _ in long])
+            which = np.maximum(np.searchsorted(starts, np.arange(ratio.size), side="right") - 1, 0)
+            expect = np.array(ks)[which]
+    rel = ratio / expect - 1.0
     k = int(np.argmax(np.abs(rel)))
     changed = int((np.abs(rel) > tol).sum())
-    return Overlap(int(i.size), scale, changed, int(ts[i[k]]), float(rel[k]), float(old[k]),
+    return Overlap(int(i.size), runs, changed, int(ts[i[k]]), float(rel[k]), float(old[k]),
                    float(new[k]))

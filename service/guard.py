@@ -5,7 +5,7 @@ single-bar moves, the joins with the stored bars around it) and compares it with
 closes it overlaps. It returns a `WritePlan` or raises `Refused` (the bar at fault and one line
 saying what is wrong); the caller turns that into its own error — `ImportFileError` naming the
 file and line, or `BadDataError` for a feed — before anything is written. `apply_plan` then
-stores the batch: a detected re-adjustment first rescales the whole stored series, in the same
+stores the batch: a detected re-adjustment first rescales the stored bars around it, in the same
 transaction as the upsert, so the history stays on one scale with no jump at the join.
 """
 
@@ -22,6 +22,7 @@ import sqlite_utils
 from core.config import Config
 from monitors.integrity import (
     Fault,
+    Overlap,
     calendar_fault,
     compare_overlap,
     move_fault,
@@ -43,7 +44,8 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class WritePlan:
-    scale: float = 1.0  # stored prices × scale before the upsert (1.0: no re-adjustment)
+    older: float = 1.0  # stored prices before the batch × this (1.0: no re-adjustment)
+    newer: float = 1.0  # stored prices after the batch × this
     overlap: int = 0  # stored bars the batch overlaps
     replaced: int = 0  # stored closes changed beyond the tolerance (only with replace=True)
     notes: list[str] = field(default_factory=list)  # what the user should be told
@@ -73,34 +75,42 @@ def check_write(
         raise Refused(Fault(ov.worst_ts, (
             f"would change {ov.changed} of {ov.n} stored {asset} {timeframe} closes by more than "
             f"{cfg.integrity.tolerance:.2%} (largest {ov.worst:+.2%} on {when(ov.worst_ts, timeframe)}: "
-            f"{ov.old:.6g} stored, {ov.new:.6g} here{_scaled(ov.scale)}) — refused; "
+            f"{ov.old:.6g} stored, {ov.new:.6g} here{_scaled(ov)}) — refused; "
             "`import --replace` overwrites")))
-    if ov.scale != 1.0:
+    if ov.runs:
+        steps = "; ".join(f"× {k:.6g} from {when(t, timeframe)}" for t, k in ov.runs)
         notes.append(
-            f"{asset} {timeframe}: re-adjusted history — the file's closes are the stored ones "
-            f"× {ov.scale:.6g} on all {ov.n} overlapping bars (a vendor re-adjustment): every "
-            "stored bar was rescaled to the new scale, so there is no jump at the join")
+            f"{asset} {timeframe}: re-adjusted history — the new closes are the stored ones {steps} "
+            f"({ov.n} overlapping bars; a vendor re-adjustment): the stored bars around them were "
+            "rescaled to match, so the whole series is on one scale with no jump at the join")
     if ov.changed:
         notes.append(f"{asset} {timeframe}: --replace: {ov.changed} stored close(s) overwritten "
                      f"(largest change {ov.worst:+.2%})")
     before = neighbour(db, asset, timeframe, lo, before=True)
     after = neighbour(db, asset, timeframe, hi, before=False)
-    scaled = [None if b is None else (b[0], b[1] * ov.scale) for b in (before, after)]
     fault = move_fault(ts, close, limit=cfg.integrity.move_limit(kind), kind=kind,
-                       timeframe=timeframe, before=scaled[0], after=scaled[1])
+                       timeframe=timeframe, before=_times(before, ov.first),
+                       after=_times(after, ov.last))
     if fault is not None:
         raise Refused(fault)
-    return WritePlan(ov.scale, ov.n, ov.changed if replace else 0, notes)
+    return WritePlan(ov.first, ov.last, ov.n, ov.changed if replace else 0, notes)
 
 
-def _scaled(scale: float) -> str:
-    return "" if scale == 1.0 else f", after the common ratio {scale:.6g}"
+def _times(bar: tuple[int, float] | None, k: float) -> tuple[int, float] | None:
+    return None if bar is None else (bar[0], bar[1] * k)
+
+
+def _scaled(ov: Overlap) -> str:
+    return "" if not ov.runs else ", after the re-adjustment ratio"
 
 
 def apply_plan(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame,
                source: str, plan: WritePlan) -> UpsertResult:
     """Rescale (if the plan says so) and upsert, in one transaction."""
+    lo, hi = int(bars.index[0]), int(bars.index[-1])
     with transaction(db):
-        if plan.scale != 1.0 and math.isfinite(plan.scale):
-            rescale_bars(db, asset, timeframe, plan.scale)
+        if plan.older != 1.0 and math.isfinite(plan.older):
+            rescale_bars(db, asset, timeframe, plan.older, before=lo)
+        if plan.newer != 1.0 and math.isfinite(plan.newer):
+            rescale_bars(db, asset, timeframe, plan.newer, after=hi)
         return upsert_bars(db, asset, timeframe, bars, source)

@@ -177,20 +177,30 @@ def neighbour(db: sqlite_utils.Database, asset: str, timeframe: str, ts: int,
     return None if row is None else (int(row[0]), float(row[1]))
 
 
-def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: float) -> int:
-    """Multiply every stored price (not volume) of the series by ``factor``: a vendor
+def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: float, *,
+                 before: int | None = None, after: int | None = None) -> int:
+    """Multiply the stored prices (not volume) of the series by ``factor`` — those with ts
+    < ``before`` and/or > ``after`` — and mark it dirty from the first one: a vendor
     re-adjustment taken for the whole history, so there is no jump where old meets new."""
+    where = "asset = ? AND timeframe = ?"
+    params: list[object] = [asset, timeframe]
+    if before is not None:
+        where += " AND ts < ?"
+        params.append(before)
+    if after is not None:
+        where += " AND ts > ?"
+        params.append(after)
     with transaction(db) as conn:
+        first = conn.execute(f"SELECT min(ts) FROM bars WHERE {where}", params).fetchone()[0]
+        if first is None:
+            return 0
         cur = conn.execute(
-            "UPDATE bars SET open = open * ?1, high = high * ?1, low = low * ?1, close = close * ?1 "
-            "WHERE asset = ?2 AND timeframe = ?3", [factor, asset, timeframe])
-        n = int(cur.rowcount)
-        first = last_bar_ts(db, asset, timeframe, first=True)
-        if n and first is not None:
-            conn.execute(
-                "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
-                "ON CONFLICT (asset, timeframe) DO UPDATE SET "
-                "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
-                [asset, timeframe, first],
-            )
-    return n
+            "UPDATE bars SET open = open * ?, high = high * ?, low = low * ?, close = close * ? "
+            f"WHERE {where}", [factor] * 4 + params)
+        conn.execute(
+            "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT (asset, timeframe) DO UPDATE SET "
+            "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
+            [asset, timeframe, int(first)],
+        )
+    return int(cur.rowcount)

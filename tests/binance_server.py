@@ -127,6 +127,8 @@ class BinanceServer:
     failures: list[Failure] = field(default_factory=list)
     # (symbol, interval, open_ms) -> column values served instead of the data's (bad candles)
     patches: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
+    # (symbol, interval, open_ms) -> values of a second kline served right after the real one
+    duplicates: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -196,6 +198,10 @@ class BinanceServer:
     def patch(self, symbol: str, interval: str, open_ms: int, **values: float) -> None:
         """Serve ``values`` (e.g. close=0.0) for one kline instead of the real ones."""
         self.patches[(symbol, interval, open_ms)] = values
+
+    def duplicate(self, symbol: str, interval: str, open_ms: int, **values: float) -> None:
+        """Serve one kline twice: the real one, then a copy with ``values`` changed."""
+        self.duplicates[(symbol, interval, open_ms)] = values
 
     def clear_failures(self) -> None:
         self.failures.clear()
@@ -303,11 +309,15 @@ class BinanceServer:
         rows = rows.iloc[:limit] if start is not None else rows.iloc[-limit:]
         step = INTERVAL_MS[interval]
         zero = "0.00000000"
-        return [
-            [int(t), f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", f"{v:.8f}", int(t) + step - 1,
-             f"{qv:.8f}", int(n), zero, zero, "0"]
-            for t, o, h, lo, c, v, qv, n in rows.itertuples(name=None)
-        ]
+        out = []
+        for t, o, h, lo, c, v, qv, n in rows.itertuples(name=None):
+            values = [{"open": o, "high": h, "low": lo, "close": c, "volume": v}]
+            if (symbol, interval, int(t)) in self.duplicates:
+                values.append(values[0] | self.duplicates[(symbol, interval, int(t))])
+            out += [[int(t), f"{x['open']:.8f}", f"{x['high']:.8f}", f"{x['low']:.8f}",
+                     f"{x['close']:.8f}", f"{x['volume']:.8f}", int(t) + step - 1, f"{qv:.8f}",
+                     int(n), zero, zero, "0"] for x in values]
+        return out
 
 
 class _ApiError(Exception):
