@@ -21,6 +21,8 @@ from binance_server import BinanceServer
 from conftest import DEMO_DATA, TEST_DATA
 from reference import basket, daily_close, expected
 from test_feed_crypto import CSV, NOW, H, Sleeps, make_cfg, ms
+from test_feed_equities import _yf_cache, config, day_ts, utc  # noqa: F401 (_yf_cache: fixture)
+from yahoo_server import YahooServer
 
 from core.config import Config, parse_config
 from core.errors import ImportFileError
@@ -29,7 +31,7 @@ from service.cli import main
 from service.demo import demo_config, demo_files
 from service.pipeline import update_correlations
 from service.queries import corr_readings
-from service.sync import import_csv, poll_crypto
+from service.sync import import_csv, poll_crypto, poll_equities
 from storage.bars import read_bars
 from storage.db import open_db
 from storage.status import all_status
@@ -321,6 +323,27 @@ async def test_feed_duplicate_candle_is_refused(
     assert len([r for r in caplog.records if "two candles" in r.getMessage()]) == 1
     status = {(s.source, s.asset): s for s in all_status(db)}["binance", "BTC"]
     assert status.last_error is not None and "different prices" in status.last_error
+
+
+async def test_yahoo_bar_x1000_is_refused(data_dir: Path, db: sqlite_utils.Database,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    with YahooServer(data_dir) as srv:
+        cfg = config(srv, {"IWM": "IWM"}, backfill_days=30)
+        first = await poll_equities(db, cfg, timeframes=("1d",), now=utc(2025, 7, 3))
+        assert first[0].ok and first[0].inserted > 15
+        before = digest(db)
+        bar = int(pd.Timestamp("2025-07-08 09:30", tz="America/New_York").timestamp())
+        real = float(srv.series("IWM", "1d").loc[bar, "adjclose"])  # type: ignore[union-attr]
+        srv.patch("IWM", bar, adjclose=real * 1000)  # yfinance's auto_adjust takes adjclose
+        caplog.set_level(logging.ERROR)
+        for _ in range(2):
+            res = await poll_equities(db, cfg, timeframes=("1d",), now=utc(2025, 7, 12))
+            assert res[0].error is not None and "yahoo: IWM 1d: refused" in res[0].error
+            assert "close 221250 on 2025-07-08 is +100591.8% from the close 219.73 on 2025-07-07" in res[0].error
+    assert digest(db) == before
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+    status = {(s.source, s.asset): s for s in all_status(db)}["yahoo", "IWM"]
+    assert status.last_error is not None and "integrity.max_move.equity" in status.last_error
 
 
 # ---- definitions that stored correlations depend on ----------------------------------------------
