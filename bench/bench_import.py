@@ -3,6 +3,11 @@
 Run ``.venv/bin/python bench/bench_import.py [rows]``. Prints bars/s for parse+validate alone,
 end to end (parse + validate + upsert into a fresh SQLite file) and for a re-import of the same
 file (the idempotent path, which writes nothing). Figures only: nothing is asserted about time.
+
+End to end includes the integrity guards (service/guard.py). The synthetic hourly series runs
+from 1990 into the future, so the import's clock is set after its last bar (the date check
+still runs); the daily file is a crypto series (every calendar day) from 1970 to before today.
+Peak memory on a big file: bench/bench_import_memory.py.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def write_kline(path: Path, n: int) -> None:
 def write_yahoo_daily(path: Path, n: int) -> None:
     """Classic Yahoo download with Adj Close (so the scaling path is exercised too)."""
     rng = np.random.default_rng(2)
-    dates = pd.date_range("1900-01-01", periods=n, freq="D")
+    dates = pd.date_range("1970-01-01", periods=n, freq="D")
     p = _prices(n, rng, 50.0)
     df = pd.DataFrame({"Date": dates.strftime("%Y-%m-%d")})
     for k in ("open", "high", "low", "close"):
@@ -80,10 +85,11 @@ def run_case(cfg: Config, asset: str, path: Path, n: int, tmp: Path) -> None:
     db.conn.close()
     db = open_db(tmp / f"{asset}.db")
     t0 = time.perf_counter()
-    first = import_csv(db, cfg, asset, path)
+    clock = int(parsed.bars.index[-1]) + 86400
+    first = import_csv(db, cfg, asset, path, now=clock)
     t_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    again = import_csv(db, cfg, asset, path)
+    again = import_csv(db, cfg, asset, path, now=clock)
     t_again = time.perf_counter() - t0
     db.conn.close()
     _rate("parse+validate", n, t_parse)
@@ -98,11 +104,12 @@ def run_case(cfg: Config, asset: str, path: Path, n: int, tmp: Path) -> None:
 
 def main() -> None:
     n_hourly = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    n_daily = min(n_hourly, 100_000)  # pandas dates stop in 2262: 100k days from 1900 fit
+    n_daily = min(n_hourly, 20_000)  # 1970-01-01 .. 2024-10: every day, none in the future
     cfg = parse_config(
         {
             "assets": [
                 {"name": "BTC", "kind": "crypto", "exchange": "binance", "symbol": "BTC/USDT"},
+                {"name": "ETH", "kind": "crypto", "exchange": "binance", "symbol": "ETH/USDT"},
                 {"name": "SPY", "kind": "equity", "ticker": "SPY"},
             ]
         }
@@ -111,7 +118,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         for asset, path, write, n in [
             ("BTC", tmp / "kline_1h.csv", write_kline, n_hourly),
-            ("SPY", tmp / "yahoo_1d.csv", write_yahoo_daily, n_daily),
+            ("ETH", tmp / "yahoo_1d.csv", write_yahoo_daily, n_daily),
         ]:
             write(path, n)
             print(f"\n{path.name}: {n:,} rows, {path.stat().st_size / 1e6:.1f} MB")

@@ -49,7 +49,7 @@ from feeds.csv_layout import Layout, sniff, tail
 # a number is an error, not a silent skip.
 MISSING_TOKENS = ["", "null", "NULL", "Null", "NaN", "nan", "NA", "N/A", "n/a", "None", "none"]
 PRICE_ROLES = ("open", "high", "low", "close", "adj_close")
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000
 _INTERVALS = {"1d": "1d", "1day": "1d", "d": "1d", "24h": "1d", "1h": "1h", "60m": "1h",
               "60min": "1h", "1hour": "1h", "30m": "30m", "30min": "30m"}
 _NEAR_DAY = 23 * 3600  # daily rows are ≥ 23 h apart even across a DST change
@@ -87,17 +87,41 @@ class _Rows:
         return ImportFileError(self.shown, message, int(self.lines[i]))
 
 
-@dataclass
 class _Columns:
-    """The typed columns of all chunks (what is kept of the text: 8 bytes a value)."""
+    """The typed columns of all rows, preallocated for the file's line count and filled chunk
+    by chunk (8 bytes a value; pages never written are never resident). Growing lists of
+    chunks instead would be copied once more at the end, and glibc keeps freed chunks."""
 
-    lines: list[np.ndarray] = field(default_factory=list)
-    utc: list[np.ndarray] = field(default_factory=list)
-    wall: list[np.ndarray] | None = field(default_factory=list)  # None: not a daily file
-    prices: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    volume: list[np.ndarray] = field(default_factory=list)
-    interval: str | None = None
-    next_line: int = 0  # physical line after the last one read
+    def __init__(self, capacity: int, names: list[str], first_line: int) -> None:
+        self.n = 0
+        self.names = names  # bar columns, in `block` order
+        self.lines = np.empty(capacity, dtype=np.int64)
+        self.utc = np.empty(capacity, dtype=np.int64)
+        self.wall: np.ndarray | None = np.empty(capacity, dtype=np.int64)  # None: not daily
+        self.skip = np.empty(capacity, dtype=bool)  # rows missing a price
+        # Column-major: filling one column touches only its own pages.
+        self.block = np.empty((capacity, len(names)), dtype=np.float64, order="F")
+        self.skipped: list[tuple[int, str]] = []  # (line, what is missing)
+        self.interval: str | None = None
+        self.next_line = first_line  # physical line after the last one read
+
+    def room(self, m: int) -> None:
+        """Make room for ``m`` more rows (only if the line count was short: never expected)."""
+        if self.n + m <= self.lines.size:
+            return
+        cap = max(2 * self.lines.size, self.n + m)
+        for name in ("lines", "utc", "skip"):
+            old = getattr(self, name)
+            new = np.empty(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+        if self.wall is not None:
+            wall = np.empty(cap, dtype=np.int64)
+            wall[: self.n] = self.wall[: self.n]
+            self.wall = wall
+        block = np.empty((cap, len(self.names)), dtype=np.float64, order="F")
+        block[: self.n] = self.block[: self.n]
+        self.block = block
 
 
 def _first(mask: np.ndarray) -> int | None:
@@ -137,20 +161,19 @@ def parse_csv(
     warnings: list[tuple[int, str]] = []
     if cut.reason is not None:
         warnings.append((cols.next_line, cut.reason))
-    lines = np.concatenate(cols.lines) if cols.lines else np.empty(0, dtype=np.int64)
-    if lines.size == 0:
+    if cols.n == 0:
         more = " (the only one is a partial row)" if warnings else ""
         raise ImportFileError(shown, f"no data rows{more}" if more else "no data rows (header only)")
-    rows_read = lines.size + len(warnings)
-    keep_n = lines.size - 1 if drop_last and not warnings else lines.size
+    rows_read = cols.n + len(warnings)
+    keep_n = cols.n - 1 if drop_last and not warnings else cols.n
     if keep_n == 0:
         raise ImportFileError(shown, "no data rows left after dropping the last one")
-    lines = lines[:keep_n]
+    lines = cols.lines[:keep_n]
     rows = _Rows(shown, lines)
-    utc = np.concatenate(cols.utc)[:keep_n]
-    wall = np.concatenate(cols.wall)[:keep_n] if cols.wall is not None else None
-    prices = {r: np.concatenate(v)[:keep_n] for r, v in cols.prices.items()}
-    volume = np.concatenate(cols.volume)[:keep_n] if cols.volume else None
+    utc = cols.utc[:keep_n]
+    wall = cols.wall[:keep_n] if cols.wall is not None else None
+    skip = cols.skip[:keep_n]
+    skipped = [(line, why) for line, why in cols.skipped if line <= lines[-1]]
 
     _check_increasing(utc, rows)
     tf = timeframe or cols.interval
@@ -168,25 +191,18 @@ def parse_csv(
                              f"{step[i]} s apart, less than one {tf} bar")
     if timeframe is not None:
         _check_asked(utc, wall, rows, timeframe)
-
-    missing = np.column_stack([np.isnan(v) for v in prices.values()])
-    skip = missing.any(axis=1)
-    names = [_label(r) for r in prices]
-    skipped = [(int(lines[i]), "missing " + ", ".join(np.compress(missing[i], names)))
-               for i in np.flatnonzero(skip)]  # a loop over skipped rows only: few
     if skip.all():
         raise ImportFileError(shown, f"no usable rows: all {skip.size} data rows miss prices")
-    keep = ~skip
-    adj, close = prices.get("adj_close"), prices.get("close")
-    factor = adj / close if adj is not None and close is not None else 1.0
-    out: dict[str, np.ndarray] = {r: prices[r] * factor for r in ("open", "high", "low")
-                                  if r in prices}
-    out["close"] = adj if adj is not None else prices["close"]
-    if volume is not None:
-        out["volume"] = volume
-    index = pd.Index(ts[keep], name="ts", dtype="int64")
-    bars = pd.DataFrame({k: v[keep] for k, v in out.items()}, index=index)
-    return ParsedCsv(bars, tf, layout.name, rows_read, skipped, lines[keep], warnings)
+    block, m = cols.block, keep_n
+    if skip.any():  # compact the kept rows to the top, one column at a time
+        keep = ~skip
+        m = int(keep.sum())
+        for k in range(block.shape[1]):
+            block[:m, k] = block[:keep_n, k][keep]
+        ts, lines = ts[keep], lines[keep]
+    index = pd.Index(np.array(ts[:m], dtype=np.int64), name="ts")
+    bars = pd.DataFrame(block[:m], index=index, columns=cols.names, copy=False)
+    return ParsedCsv(bars, tf, layout.name, rows_read, skipped, np.array(lines[:m]), warnings)
 
 
 def _label(role: str) -> str:
@@ -196,12 +212,26 @@ def _label(role: str) -> str:
 def _read_all(path: Path, shown: str, layout: Layout, limit: int | None,
               timeframe: str | None, chunk_rows: int) -> _Columns:
     """Every chunk parsed and typed; the text of a chunk is dropped once it is converted."""
-    cols = _Columns(next_line=layout.header_lines + 1)
+    names = [r for r in ("open", "high", "low") if r in layout.cols] + ["close"]
+    names += ["volume"] if "volume" in layout.cols else []
+    capacity = max(_count_lines(path, limit) - layout.header_lines, 1)
+    cols = _Columns(capacity, names, layout.header_lines + 1)
     with path.open("rb") as fh:
         source: IO[bytes] = fh if limit is None else io.BufferedReader(_Capped(fh, limit))
         for raw in _chunks(source, shown, layout, chunk_rows):
             _add_chunk(cols, raw, shown, layout, timeframe)
     return cols
+
+
+def _count_lines(path: Path, limit: int | None) -> int:
+    """Lines in the file (or its first ``limit`` bytes), a last one without newline included."""
+    n, left, last = 0, limit if limit is not None else -1, b"\n"
+    with path.open("rb") as fh:
+        while left != 0 and (buf := fh.read(1 << 20 if left < 0 else min(1 << 20, left))):
+            n += buf.count(b"\n")
+            left -= len(buf) if left > 0 else 0
+            last = buf[-1:]
+    return n + (last != b"\n")
 
 
 def _chunks(source: IO[bytes], shown: str, layout: Layout,
@@ -240,28 +270,43 @@ def _add_chunk(cols: _Columns, raw: pd.DataFrame, shown: str, layout: Layout,
     for role, v in prices.items():
         if (i := _first(v <= 0)) is not None:
             raise rows.error(i, f"non-positive {_label(role)} {v[i]!r}")
-    if "volume" in col:
-        volume = _numeric(col["volume"], "volume", rows)
-        if (i := _first(volume < 0)) is not None:
-            raise rows.error(i, f"negative volume {volume[i]!r}")
-        cols.volume.append(volume)
+    volume = _numeric(col["volume"], "volume", rows) if "volume" in col else None
+    if volume is not None and (i := _first(volume < 0)) is not None:
+        raise rows.error(i, f"negative volume {volume[i]!r}")
+    missing = np.column_stack([np.isnan(v) for v in prices.values()])
+    skip = missing.any(axis=1)
+    names = [_label(r) for r in prices]
+    cols.skipped += [(int(lines[i]), "missing " + ", ".join(np.compress(missing[i], names)))
+                     for i in np.flatnonzero(skip)]  # a loop over skipped rows only: few
     if "interval" in col:
         tf = _interval(col["interval"], rows)
         if cols.interval is not None and tf != cols.interval:
             raise rows.error(0, f"interval changes from {cols.interval!r} to {tf!r}")
         cols.interval = tf
+    m = lines.size
+    cols.room(m)
+    at = slice(cols.n, cols.n + m)
+    adj, close = prices.get("adj_close"), prices.get("close")
+    factor = adj / close if adj is not None and close is not None else None
+    out: dict[str, np.ndarray] = {r: prices[r] if factor is None else prices[r] * factor
+                                  for r in ("open", "high", "low") if r in prices}
+    out["close"] = adj if adj is not None else prices["close"]
+    if volume is not None:
+        out["volume"] = volume
+    for k, name in enumerate(cols.names):
+        cols.block[at, k] = out[name]
     # Wall clocks cost a second string pass: only for what can be a daily file.
-    step = np.diff(np.concatenate([cols.utc[-1][-1:], utc])) if cols.utc else np.diff(utc)
+    step = np.diff(np.concatenate([cols.utc[cols.n - 1 : cols.n], utc]))
     daily = timeframe == "1d" or (timeframe is None and cols.interval in (None, "1d")
                                   and not (step < _NEAR_DAY).any())
     if cols.wall is not None and daily:
-        cols.wall.append(_wall_clock(utc, text))
+        cols.wall[at] = _wall_clock(utc, text)
     else:
         cols.wall = None
-    cols.lines.append(lines)
-    cols.utc.append(utc)
-    for r, v in prices.items():
-        cols.prices.setdefault(r, []).append(v)
+    cols.lines[at] = lines
+    cols.utc[at] = utc
+    cols.skip[at] = skip
+    cols.n += m
 
 
 def _numeric(col: pd.Series, label: str, rows: _Rows) -> np.ndarray:

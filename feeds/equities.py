@@ -31,8 +31,8 @@ incremental poll refetches a few sessions of overlap; if any overlapping stored 
 differs from the fresh one by more than 1e-6 relative, the whole stored range of that
 ticker/timeframe is refetched and upserted, keeping the series consistently adjusted
 (`upsert_bars` marks the asset dirty from the first changed bar, so correlations are
-recomputed). Hourly history beyond Yahoo's ~730 days cannot be refetched and keeps its
-old scale.
+recomputed). Hourly history beyond Yahoo's ~730 days cannot be refetched; the integrity guard
+(service/guard.py) rescales it by the ratio it finds over the refetched overlap.
 """
 
 from __future__ import annotations

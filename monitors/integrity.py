@@ -118,30 +118,37 @@ def move_fault(ts: np.ndarray, close: np.ndarray, *, limit: float, kind: str, ti
     """The first single-bar move beyond ``limit`` (a simple-return fraction, symmetric in log
     terms), including the moves from the stored bar ``before`` and to the stored bar ``after``.
     Over a gap of g bar lengths (g > GAP_BARS) the allowance grows as √(g / GAP_BARS)."""
-    t = np.concatenate([[before[0]] if before else [], ts, [after[0]] if after else []])
-    c = np.concatenate([[before[1]] if before else [], close, [after[1]] if after else []])
-    if c.size < 2:
-        return None
+    base = math.log1p(limit)
     step = TIMEFRAME_SECONDS[timeframe]
-    gaps = np.maximum(np.diff(t) / step, 1.0)
-    allowed = math.log1p(limit) * np.sqrt(np.maximum(gaps / GAP_BARS, 1.0))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        move = np.abs(np.diff(np.log(c)))
-    hit = np.flatnonzero(~(move <= allowed))
-    if not hit.size:
+
+    def too_far(t0: int, c0: float, t1: int, c1: float) -> bool:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            move = abs(math.log(c1 / c0)) if c0 > 0 and c1 > 0 else math.inf
+        return not move <= base * math.sqrt(max((t1 - t0) / step / GAP_BARS, 1.0))
+
+    def fault(bar_t: int, bar_c: float, ref_t: int, ref_c: float, src: str, direction: str) -> Fault:
+        article = "an" if kind == "equity" else "a"
+        return Fault(bar_t, f"close {bar_c:.6g} on {when(bar_t, timeframe)} is "
+                     f"{bar_c / ref_c - 1.0:+.1%} {direction} {src} {ref_c:.6g} on "
+                     f"{when(ref_t, timeframe)}: more than {article} {kind} bar moves "
+                     f"(integrity.max_move.{kind} = {limit:g})")
+
+    if not ts.size:
         return None
-    k = int(hit[0])
-    stored_first = before is not None and k == 0
-    stored_last = after is not None and k == c.size - 2
-    bar = k if stored_last else k + 1  # the batch bar to blame
-    ref = k + 1 if stored_last else k
-    pct = c[bar] / c[ref] - 1.0
-    src = "the stored close" if stored_first or stored_last else "the close"
-    direction = "to" if stored_last else "from"
-    return Fault(int(t[bar]), f"close {c[bar]:.6g} on {when(int(t[bar]), timeframe)} is "
-                 f"{pct:+.1%} {direction} {src} {c[ref]:.6g} on {when(int(t[ref]), timeframe)}: "
-                 f"more than {'an' if kind == 'equity' else 'a'} {kind} bar moves "
-                 f"(integrity.max_move.{kind} = {limit:g})")
+    if before is not None and too_far(before[0], before[1], int(ts[0]), float(close[0])):
+        return fault(int(ts[0]), float(close[0]), before[0], before[1], "the stored close", "from")
+    # Vectorised against the one-bar allowance; only the few bars beyond it look at their gap
+    # (no full-length temporaries beyond the log and one difference: big imports).
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = np.diff(np.log(close))
+    np.abs(d, out=d)
+    for k in np.flatnonzero(~(d <= base)).tolist():
+        if too_far(int(ts[k]), float(close[k]), int(ts[k + 1]), float(close[k + 1])):
+            return fault(int(ts[k + 1]), float(close[k + 1]), int(ts[k]), float(close[k]),
+                         "the close", "from")
+    if after is not None and too_far(int(ts[-1]), float(close[-1]), after[0], after[1]):
+        return fault(int(ts[-1]), float(close[-1]), after[0], after[1], "the stored close", "to")
+    return None
 
 
 def compare_overlap(ts: np.ndarray, close: np.ndarray, old_ts: np.ndarray, old_close: np.ndarray,

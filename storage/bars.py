@@ -42,10 +42,11 @@ def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str) -> UpsertResult:
+def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str,
+                *, slice_rows: int = _SLICE) -> UpsertResult:
     """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction.
 
-    Works through the batch in slices of `_SLICE` rows (read what is stored there, compare,
+    Works through the batch in slices of ``slice_rows`` rows (read what is stored there, compare,
     write), so peak memory does not grow with the batch: a 2-million-row import stays one
     transaction without holding a Python tuple per stored and per new row at once.
     """
@@ -58,8 +59,8 @@ def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.
     n_new = n_upd = 0
     first: int | None = None
     with transaction(db) as conn:
-        for lo_i in range(0, len(bars), _SLICE):
-            df = _normalise(bars.iloc[lo_i : lo_i + _SLICE])
+        for lo_i in range(0, len(bars), slice_rows):
+            df = _normalise(bars.iloc[lo_i : lo_i + slice_rows])
             new, upd, write_first = _upsert_slice(conn, asset, timeframe, df, source)
             n_new += new
             n_upd += upd
