@@ -30,7 +30,14 @@ from monitors.integrity import (
     weekend_fault,
     when,
 )
-from storage.bars import UpsertResult, neighbour, read_closes, rescale_bars, upsert_bars
+from storage.bars import (
+    UpsertResult,
+    neighbour,
+    read_closes,
+    rescale_bars,
+    scale_bars_at,
+    upsert_bars,
+)
 from storage.db import transaction
 
 
@@ -46,6 +53,8 @@ class Refused(Exception):
 class WritePlan:
     older: float = 1.0  # stored prices before the batch × this (1.0: no re-adjustment)
     newer: float = 1.0  # stored prices after the batch × this
+    inside: list[tuple[int, float]] = field(default_factory=list)  # stored bars in the batch's
+    # range that the batch lacks (a row missing from a download): (ts, factor)
     overlap: int = 0  # stored bars the batch overlaps
     replaced: int = 0  # stored closes changed beyond the tolerance (only with replace=True)
     notes: list[str] = field(default_factory=list)  # what the user should be told
@@ -93,7 +102,14 @@ def check_write(
                        after=_times(after, ov.last))
     if fault is not None:
         raise Refused(fault)
-    return WritePlan(ov.first, ov.last, ov.n, ov.changed if replace else 0, notes)
+    inside: list[tuple[int, float]] = []
+    if ov.runs:
+        lacking = np.setdiff1d(old_ts, ts, assume_unique=True)
+        starts = np.array([t for t, _ in ov.runs], dtype=np.int64)
+        ks = [k for _, k in ov.runs]
+        inside = [(int(t), ks[max(int(np.searchsorted(starts, t, side="right")) - 1, 0)])
+                  for t in lacking.tolist()]
+    return WritePlan(ov.first, ov.last, inside, ov.n, ov.changed if replace else 0, notes)
 
 
 def _times(bar: tuple[int, float] | None, k: float) -> tuple[int, float] | None:
@@ -113,4 +129,5 @@ def apply_plan(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.D
             rescale_bars(db, asset, timeframe, plan.older, before=lo)
         if plan.newer != 1.0 and math.isfinite(plan.newer):
             rescale_bars(db, asset, timeframe, plan.newer, after=hi)
+        scale_bars_at(db, asset, timeframe, plan.inside)
         return upsert_bars(db, asset, timeframe, bars, source)

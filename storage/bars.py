@@ -178,6 +178,24 @@ def neighbour(db: sqlite_utils.Database, asset: str, timeframe: str, ts: int,
     return None if row is None else (int(row[0]), float(row[1]))
 
 
+def scale_bars_at(db: sqlite_utils.Database, asset: str, timeframe: str,
+                  items: list[tuple[int, float]]) -> None:
+    """Multiply the stored prices of single bars: (ts, factor) each (see `rescale_bars`)."""
+    if not items:
+        return
+    with transaction(db) as conn:
+        conn.executemany(
+            "UPDATE bars SET open = open * ?1, high = high * ?1, low = low * ?1, close = close * ?1 "
+            "WHERE asset = ?2 AND timeframe = ?3 AND ts = ?4",
+            [(k, asset, timeframe, t) for t, k in items])
+        conn.execute(
+            "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT (asset, timeframe) DO UPDATE SET "
+            "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
+            [asset, timeframe, min(t for t, _ in items)],
+        )
+
+
 def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: float, *,
                  before: int | None = None, after: int | None = None) -> int:
     """Multiply the stored prices (not volume) of the series by ``factor`` — those with ts

@@ -176,12 +176,19 @@ def log_returns(s: pd.Series) -> pd.Series:
     return np.log(s).diff().dropna()
 
 
-def test_readjusted_xlk_is_taken_on_one_scale(cfg: Config, db: sqlite_utils.Database) -> None:
+@pytest.mark.parametrize("lacking", [None, "2024-06-03"])
+def test_readjusted_xlk_is_taken_on_one_scale(
+    tmp_path: Path, cfg: Config, db: sqlite_utils.Database, lacking: str | None
+) -> None:
     xlk_file = DEMO_DATA / "XLK_daily.csv"  # the 2026 download, after XLK's 2-for-1 split
     import_csv(db, cfg, "XLK", xlk_file, now=NOW_TS)
-    rep = import_csv(db, cfg, "XLK", XLK_OHLCV, now=NOW_TS)
+    new_file = XLK_OHLCV
+    if lacking:  # a download that misses one row: the stored bar there is rescaled too
+        kept = [line for line in lines_of(XLK_OHLCV) if not line.startswith(lacking)]
+        new_file = edited(tmp_path, XLK_OHLCV, "xlk.csv", kept)
+    rep = import_csv(db, cfg, "XLK", new_file, now=NOW_TS)
     assert len(rep.notes) == 1 and "re-adjusted history" in rep.notes[0] and "× 2.0105 from 2023-01-03" in rep.notes[0]
-    old, new = daily_close(xlk_file), daily_close(XLK_OHLCV)
+    old, new = daily_close(xlk_file), daily_close(new_file)
     ratio = float((new / old).dropna().median())
     stored = read_bars(db, "XLK", "1d")["close"]
     stored.index = pd.to_datetime(stored.index, unit="s")
