@@ -123,6 +123,8 @@ def _scaled(ov: Overlap) -> str:
 def apply_plan(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame,
                source: str, plan: WritePlan) -> UpsertResult:
     """Rescale (if the plan says so) and upsert, in one transaction."""
+    if bars.empty:
+        return UpsertResult(0, 0, 0)
     lo, hi = int(bars.index[0]), int(bars.index[-1])
     with transaction(db):
         if plan.older != 1.0 and math.isfinite(plan.older):
