@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError, UnknownAssetError
-from core.rules import KINDS, RuleConfig, ScheduleConfig, StaleRule
+from core.rules import KINDS, MetricsConfig, RuleConfig, ScheduleConfig, StaleRule
 
 Timeframe = Literal["1d", "1h"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
@@ -113,6 +113,7 @@ class Config(_Strict):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     rules: list[RuleConfig] = Field(default_factory=list)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("assets")
     @classmethod

@@ -80,6 +80,10 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
     with transaction(db):
         mutes = store.active_mutes(db, now)
         rules = effective_rules(db, cfg)
+        retired = store.retire_rules(db, [r.name for r in rules], int(now))
+        if retired:
+            log.info("rules no longer in the config: %s (their open alerts ended without a notice)",
+                     ", ".join(retired))
         stale_assets: set[str] = set()
         for rule in sorted(rules, key=lambda r: not isinstance(r, StaleRule)):
             rows = store.load_state(db, rule.name)
@@ -125,7 +129,7 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
                         stale_assets |= set(cfg.sources.get(key, []))
             report.messages += _queue(db, cfg, rule, events, chats, mutes)
         report.messages += _unmuted(db, cfg, rules, chats, mutes)
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the cycle's own line includes it
     return report
 
 
