@@ -260,11 +260,14 @@ def _draw_fomc(axes: tuple[Axes, Axes], data: ChartData) -> None:
     if not data.fomc:
         return
     xs = _x(pd.DatetimeIndex([pd.Timestamp(t, unit="s", tz="UTC") for t in data.fomc]))
+    # Over years there are dozens: faint lines then, so the correlation stays the figure's subject.
+    dense = len(xs) > 16
     for i, x in enumerate(xs):
         for ax in axes:
-            ax.axvline(float(x), color=_FOMC, linestyle=(0, (2, 2)), linewidth=1.1, alpha=0.9, zorder=1,
+            ax.axvline(float(x), color=_FOMC, linestyle=(0, (2, 2)), linewidth=0.7 if dense else 1.1,
+                       alpha=0.3 if dense else 1.0, zorder=1,
                        label="FOMC decision" if i == 0 and ax is axes[0] else None)
-        axes[0].plot([float(x)], [1.0], marker="v", markersize=7, color=_FOMC, clip_on=False, zorder=6,
+        axes[0].plot([float(x)], [1.0], marker="v", markersize=5 if dense else 7, color=_FOMC, clip_on=False, zorder=6,
                      transform=axes[0].get_xaxis_transform())
 
 

@@ -127,7 +127,7 @@ def render_history(data: HistoryChartData) -> bytes:
             up = mean >= 0
             at = (max(mean, *vals) + 0.015) if up else (min(mean, *vals) - 0.015)
             ax.text(x, at, f"{mean:.2f}", ha="center", va="bottom" if up else "top",
-                    fontsize=10 if ng <= 3 else 9, color="#222222", rotation=0 if ng <= 3 else 90)
+                    fontsize=9, color="#222222", rotation=0 if ng <= 3 else 90)
         label = _esc(g) if len(members) == 1 or g == members[0] else f"{_esc(g)} ({', '.join(map(_esc, members))})"
         ax.bar(xs, means, width=width * 0.92, color=colours[g], label=_wrap(label), zorder=3)
     ax.axhline(0.0, color=_MUTED, linewidth=1.0, zorder=2)
