@@ -121,7 +121,7 @@ def test_corr_shows_the_percentile_of_today(bot: BotHarness) -> None:
 
 
 def test_history_sends_table_then_grouped_bars(bot: BotHarness) -> None:
-    replies = bot.ask("/history btc", quiet=0.8, timeout=30)
+    replies = bot.ask("/history btc", quiet=3.0, timeout=30)  # the picture renders after the table is sent
     assert [r.method for r in replies] == ["sendMessage", "sendPhoto"]
     assert "<pre>" in replies[0].text
     png = replies[1].files["photo"]

@@ -128,7 +128,7 @@ def test_rank_table(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def
 
 def test_history_table(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def]
     h = q.history(db, bot.cfg, "SOL")
-    reply, photo = bot.ask("/history sol", quiet=0.8, timeout=30)  # the table, then its picture
+    reply, photo = bot.ask("/history sol", quiet=3.0, timeout=30)  # the table, then its picture
     assert photo.method == "sendPhoto" and photo.files["photo"].startswith(PNG)
     got: dict[tuple[str, str], float | None] = {}
     for block in re.findall(r"<pre>(.*?)</pre>", reply.text, re.S):
