@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from reference import Z, daily_close, expected
+from reference import Z, daily_close
 from test_cli import Demo, cli, one_json, one_line_error
 
 from bot import alert_text

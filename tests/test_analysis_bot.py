@@ -37,8 +37,8 @@ def pixels(png: bytes, rgb: tuple[int, int, int], box: tuple[float, float, float
     """Pixels within a small distance of ``rgb`` inside box (left, top, right, bottom as fractions)."""
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int32)
     h, w = img.shape[:2]
-    l, t, r, b = box
-    band = img[int(h * t): int(h * b), int(w * l): int(w * r)]
+    left, top, right, bottom = box
+    band = img[int(h * top): int(h * bottom), int(w * left): int(w * right)]
     return int((np.abs(band - np.array(rgb)).sum(axis=2) < 30).sum())
 
 
@@ -63,7 +63,7 @@ def test_heatmap_picture_through_the_command(bot: BotHarness) -> None:
               for a in ("BTC", "ETH", "SOL", "ADA") for b in ("IWM", "PSCT", "IWO", "XSW", "QQQ", "SPY", "XLK")}
     cmap = colormaps[HEAT_CMAP]
     for v in (max(values.values()), min(values.values())):
-        rgb = tuple(int(round(c * 255)) for c in cmap((v + 1) / 2)[:3])
+        rgb = tuple(round(c * 255) for c in cmap((v + 1) / 2)[:3])
         assert pixels(png, rgb) > 3000, (v, rgb)  # at least one whole cell of that colour
     cap = replies[0].plain
     m = re.search(rf"highest: (\w+)/(\w+) {NUM}", cap)
