@@ -28,8 +28,13 @@ _EXTRA = ("#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
 def _short(name: str, limit: int = 9) -> str:
-    """Long basket names would overlap their neighbours: SMALLCAP_TECH -> SMALLCAP_…"""
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    """Long names would overlap their neighbours: SMALLCAP_TECH -> "SMALLCAP\nTECH", else cut."""
+    if len(name) <= limit:
+        return name
+    head, sep, tail = name.partition("_")
+    if sep and len(head) <= limit + 1 and len(tail) <= limit + 1:
+        return f"{head}\n{tail}"
+    return name[: limit - 1] + "…"
 
 
 def render_heatmap(h: Heatmap) -> bytes:
