@@ -23,7 +23,7 @@ from core import __version__
 from core.config import Config, config_path, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
-from service import queries
+from service import analysis_cli, queries
 from service.entry import early_stop
 from service.logsetup import configure as configure_logging
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--end", type=_date, help="YYYY-MM-DD (inclusive)")
     bt.add_argument("--rule", help="one rule by name")
     bt.add_argument("--json", action="store_true")
+    analysis_cli.add_parsers(sub)
     d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
     d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
     sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
@@ -180,6 +181,14 @@ def cmd_history(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heatmap(cfg: Config, args: argparse.Namespace) -> int:
+    return analysis_cli.cmd_heatmap(_open(cfg), cfg, args)
+
+
+def cmd_leadlag(cfg: Config, args: argparse.Namespace) -> int:
+    return analysis_cli.cmd_leadlag(_open(cfg), cfg, args)
+
+
 def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
     from service.backtest import backtest, counts_per_year
 
@@ -276,6 +285,8 @@ COMMANDS = {
     "rank": cmd_rank,
     "history": cmd_history,
     "backtest": cmd_backtest,
+    "heatmap": cmd_heatmap,
+    "leadlag": cmd_leadlag,
     "run": cmd_run,
     "backup": cmd_backup,
 }

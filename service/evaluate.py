@@ -23,6 +23,7 @@ from core.models import AlertEvent
 from core.rules import RuleConfig, StaleRule
 from monitors.lifecycle import FIRING, NO_TS, OK, PENDING, LifeState
 from service.alerts import detail_at, effective_rules, frozen_keys, rule_inputs, run_rule
+from service.analysis import alert_context
 from service.pipeline import members_of
 from storage import alerts as store
 from storage.db import transaction
@@ -100,6 +101,8 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
                 detail = detail_at(ki, tr.bar)
                 window = None if isinstance(rule, StaleRule) else cfg.rule_window(rule)
                 if tr.kind == "fire":
+                    if ki.a is not None and ki.b is not None and window is not None:
+                        detail |= alert_context(db, cfg, ki.a, ki.b, rule.timeframe, window, tr.ts)
                     muted = _muted(mutes, rule, cfg, ki.a, ki.b)
                     eid = store.open_episode(db, rule=rule.name, kind=rule.kind, key=ki.key, a=ki.a, b=ki.b,
                                              timeframe=rule.timeframe, window=window, severity=rule.severity,
