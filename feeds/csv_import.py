@@ -33,23 +33,18 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from core.errors import BadWindowError, ImportFileError
 from core.timeframes import TIMEFRAME_SECONDS
-from feeds.csv_layout import Layout, sniff, tail
+from feeds.csv_layout import CHUNK_ROWS, Capped, Columns, Layout, chunks, count_lines, sniff, tail
 
-# Tokens read as "no value". Explicit (keep_default_na=False) so that anything else that is not
-# a number is an error, not a silent skip.
-MISSING_TOKENS = ["", "null", "NULL", "Null", "NaN", "nan", "NA", "N/A", "n/a", "None", "none"]
 PRICE_ROLES = ("open", "high", "low", "close", "adj_close")
-CHUNK_ROWS = 100_000
 _INTERVALS = {"1d": "1d", "1day": "1d", "d": "1d", "24h": "1d", "1h": "1h", "60m": "1h",
               "60min": "1h", "1hour": "1h", "30m": "30m", "30min": "30m"}
 _NEAR_DAY = 23 * 3600  # daily rows are ≥ 23 h apart even across a DST change
@@ -87,64 +82,10 @@ class _Rows:
         return ImportFileError(self.shown, message, int(self.lines[i]))
 
 
-class _Columns:
-    """The typed columns of all rows, preallocated for the file's line count and filled chunk
-    by chunk (8 bytes a value; pages never written are never resident). Growing lists of
-    chunks instead would be copied once more at the end, and glibc keeps freed chunks."""
-
-    def __init__(self, capacity: int, names: list[str], first_line: int) -> None:
-        self.n = 0
-        self.names = names  # bar columns, in `block` order
-        self.lines = np.empty(capacity, dtype=np.int64)
-        self.utc = np.empty(capacity, dtype=np.int64)
-        self.wall: np.ndarray | None = np.empty(capacity, dtype=np.int64)  # None: not daily
-        self.skip = np.empty(capacity, dtype=bool)  # rows missing a price
-        # Column-major: filling one column touches only its own pages.
-        self.block = np.empty((capacity, len(names)), dtype=np.float64, order="F")
-        self.skipped: list[tuple[int, str]] = []  # (line, what is missing)
-        self.interval: str | None = None
-        self.next_line = first_line  # physical line after the last one read
-
-    def room(self, m: int) -> None:
-        """Make room for ``m`` more rows (only if the line count was short: never expected)."""
-        if self.n + m <= self.lines.size:
-            return
-        cap = max(2 * self.lines.size, self.n + m)
-        for name in ("lines", "utc", "skip"):
-            old = getattr(self, name)
-            new = np.empty(cap, dtype=old.dtype)
-            new[: self.n] = old[: self.n]
-            setattr(self, name, new)
-        if self.wall is not None:
-            wall = np.empty(cap, dtype=np.int64)
-            wall[: self.n] = self.wall[: self.n]
-            self.wall = wall
-        block = np.empty((cap, len(self.names)), dtype=np.float64, order="F")
-        block[: self.n] = self.block[: self.n]
-        self.block = block
-
-
 def _first(mask: np.ndarray) -> int | None:
     """Index of the first row where ``mask`` holds, else None."""
     hit = np.flatnonzero(mask)
     return int(hit[0]) if hit.size else None
-
-
-class _Capped(io.RawIOBase):
-    """A binary file that ends at ``limit`` bytes (before a cut-off last row)."""
-
-    def __init__(self, fh: IO[bytes], limit: int) -> None:
-        super().__init__()
-        self.fh, self.left = fh, limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        data = self.fh.read(min(len(buf), self.left))
-        buf[: len(data)] = data
-        self.left -= len(data)
-        return len(data)
 
 
 def parse_csv(
@@ -210,51 +151,20 @@ def _label(role: str) -> str:
 
 
 def _read_all(path: Path, shown: str, layout: Layout, limit: int | None,
-              timeframe: str | None, chunk_rows: int) -> _Columns:
+              timeframe: str | None, chunk_rows: int) -> Columns:
     """Every chunk parsed and typed; the text of a chunk is dropped once it is converted."""
     names = [r for r in ("open", "high", "low") if r in layout.cols] + ["close"]
     names += ["volume"] if "volume" in layout.cols else []
-    capacity = max(_count_lines(path, limit) - layout.header_lines, 1)
-    cols = _Columns(capacity, names, layout.header_lines + 1)
+    capacity = max(count_lines(path, limit) - layout.header_lines, 1)
+    cols = Columns(capacity, names, layout.header_lines + 1)
     with path.open("rb") as fh:
-        source: IO[bytes] = fh if limit is None else io.BufferedReader(_Capped(fh, limit))
-        for raw in _chunks(source, shown, layout, chunk_rows):
+        source: IO[bytes] = fh if limit is None else io.BufferedReader(Capped(fh, limit))
+        for raw in chunks(source, shown, layout, chunk_rows):
             _add_chunk(cols, raw, shown, layout, timeframe)
     return cols
 
 
-def _count_lines(path: Path, limit: int | None) -> int:
-    """Lines in the file (or its first ``limit`` bytes), a last one without newline included."""
-    n, left, last = 0, limit if limit is not None else -1, b"\n"
-    with path.open("rb") as fh:
-        while left != 0 and (buf := fh.read(1 << 20 if left < 0 else min(1 << 20, left))):
-            n += buf.count(b"\n")
-            left -= len(buf) if left > 0 else 0
-            last = buf[-1:]
-    return n + (last != b"\n")
-
-
-def _chunks(source: IO[bytes], shown: str, layout: Layout,
-            chunk_rows: int) -> Iterator[pd.DataFrame]:
-    try:
-        reader = pd.read_csv(
-            source, header=None, skiprows=layout.header_lines,  # type: ignore[call-overload]
-            usecols=sorted(layout.cols.values()), skip_blank_lines=False, keep_default_na=False,
-            na_values=MISSING_TOKENS, encoding="utf-8-sig" if layout.bom else "utf-8",
-            chunksize=chunk_rows,
-        )
-        with reader:
-            yield from reader
-    except pd.errors.EmptyDataError:
-        return
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(shown, f"not UTF-8 text ({exc.reason})") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise ImportFileError(shown, f"cannot parse as CSV: {msg}") from None
-
-
-def _add_chunk(cols: _Columns, raw: pd.DataFrame, shown: str, layout: Layout,
+def _add_chunk(cols: Columns, raw: pd.DataFrame, shown: str, layout: Layout,
                timeframe: str | None) -> None:
     lines = np.arange(len(raw), dtype=np.int64) + cols.next_line
     cols.next_line += len(raw)

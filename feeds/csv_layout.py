@@ -1,15 +1,23 @@
-"""CSV layout detection for `corrbot import`: which columns hold what, from the first lines.
+"""CSV layout detection and chunked reading for `corrbot import` (validation: feeds.csv_import).
 
-`sniff` reads only the first 64 KiB (plus `tail`, the last 64 KiB, for a cut-off last row);
-``feeds.csv_import`` then reads the rows in chunks. The layouts are listed in that module.
+`sniff` reads only the first 64 KiB to decide which columns hold what (the layouts are listed
+in ``feeds.csv_import``); `tail` the last 64 KiB, for a cut-off last row. `chunks` then yields
+the rows `CHUNK_ROWS` at a time, and `Columns` holds what is kept of them: typed arrays,
+preallocated from `count_lines`.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
 
 from core.errors import ImportFileError
 
@@ -128,3 +136,92 @@ def _named(shown: str, name: str | None, header_lines: int, names: list[str], ra
     return Layout(name or "ohlcv", header_lines, cols, len(names), bom)
 
 
+# Tokens read as "no value". Explicit (keep_default_na=False) so that anything else that is not
+# a number is an error, not a silent skip.
+MISSING_TOKENS = ["", "null", "NULL", "Null", "NaN", "nan", "NA", "N/A", "n/a", "None", "none"]
+CHUNK_ROWS = 100_000
+
+
+class Columns:
+    """The typed columns of all rows, preallocated for the file's line count and filled chunk
+    by chunk (8 bytes a value; pages never written are never resident). Growing lists of
+    chunks instead would be copied once more at the end, and glibc keeps freed chunks."""
+
+    def __init__(self, capacity: int, names: list[str], first_line: int) -> None:
+        self.n = 0
+        self.names = names  # bar columns, in `block` order
+        self.lines = np.empty(capacity, dtype=np.int64)
+        self.utc = np.empty(capacity, dtype=np.int64)
+        self.wall: np.ndarray | None = np.empty(capacity, dtype=np.int64)  # None: not daily
+        self.skip = np.empty(capacity, dtype=bool)  # rows missing a price
+        # Column-major: filling one column touches only its own pages.
+        self.block = np.empty((capacity, len(names)), dtype=np.float64, order="F")
+        self.skipped: list[tuple[int, str]] = []  # (line, what is missing)
+        self.interval: str | None = None
+        self.next_line = first_line  # physical line after the last one read
+
+    def room(self, m: int) -> None:
+        """Make room for ``m`` more rows (only if the line count was short: never expected)."""
+        if self.n + m <= self.lines.size:
+            return
+        cap = max(2 * self.lines.size, self.n + m)
+        for name in ("lines", "utc", "skip"):
+            old = getattr(self, name)
+            new = np.empty(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+        if self.wall is not None:
+            wall = np.empty(cap, dtype=np.int64)
+            wall[: self.n] = self.wall[: self.n]
+            self.wall = wall
+        block = np.empty((cap, len(self.names)), dtype=np.float64, order="F")
+        block[: self.n] = self.block[: self.n]
+        self.block = block
+
+
+class Capped(io.RawIOBase):
+    """A binary file that ends at ``limit`` bytes (before a cut-off last row)."""
+
+    def __init__(self, fh: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self.fh, self.left = fh, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.fh.read(min(len(buf), self.left))
+        buf[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+def count_lines(path: Path, limit: int | None) -> int:
+    """Lines in the file (or its first ``limit`` bytes), a last one without newline included."""
+    n, left, last = 0, limit if limit is not None else -1, b"\n"
+    with path.open("rb") as fh:
+        while left != 0 and (buf := fh.read(1 << 20 if left < 0 else min(1 << 20, left))):
+            n += buf.count(b"\n")
+            left -= len(buf) if left > 0 else 0
+            last = buf[-1:]
+    return n + (last != b"\n")
+
+
+def chunks(source: IO[bytes], shown: str, layout: Layout,
+            chunk_rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        reader = pd.read_csv(
+            source, header=None, skiprows=layout.header_lines,  # type: ignore[call-overload]
+            usecols=sorted(layout.cols.values()), skip_blank_lines=False, keep_default_na=False,
+            na_values=MISSING_TOKENS, encoding="utf-8-sig" if layout.bom else "utf-8",
+            chunksize=chunk_rows,
+        )
+        with reader:
+            yield from reader
+    except pd.errors.EmptyDataError:
+        return
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(shown, f"not UTF-8 text ({exc.reason})") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise ImportFileError(shown, f"cannot parse as CSV: {msg}") from None
