@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -75,8 +75,14 @@ class UpdateReport:
         return "; ".join(parts) or "nothing to do"
 
 
-def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None) -> UpdateReport:
-    """Bring the stored correlations up to date with the stored bars."""
+def update_correlations(
+    db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None, compact: bool = True
+) -> UpdateReport:
+    """Bring the stored correlations up to date with the stored bars.
+
+    Then (``compact``) `compact_recent` in a transaction of its own; the service passes False
+    and compacts after the cycle's alerts are out, so the move is off the path to the user.
+    """
     report = UpdateReport()
     tfs = timeframes or list(cfg.correlation.timeframes)
     with transaction(db):
@@ -91,39 +97,49 @@ def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: l
         if set(tfs) >= set(cfg.correlation.timeframes):
             corr_store.clear_dirty(db, dirty)
     log.info("correlations updated: %s", report.summary())
+    if compact:
+        compact_recent(db, cfg)
     return report
+
+
+def compact_recent(db: sqlite_utils.Database, cfg: Config) -> int:
+    """Move one slice of each timeframe's series from ``corr_recent`` into ``corr`` (see
+    `storage.corr`), in a transaction of its own; rows moved."""
+    moved = 0
+    with transaction(db):
+        for tf in cfg.correlation.timeframes:
+            progress = corr_store.load_progress(db, tf)
+            moved += corr_store.compact_slice(db, corr_store.timeframe_series(db, tf), progress.compact_cursor)
+            corr_store.save_progress(db, tf, replace(progress, compact_cursor=progress.compact_cursor + 1))
+    return moved
 
 
 def step_rows(
     ts: int, out: list[WindowRows], sid: np.ndarray, keep_until: np.ndarray | None = None
 ) -> list[tuple[object, ...]]:
-    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step.
+    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step,
+    by series id (the order of ``corr_recent``, so the insert appends).
 
     ``sid[pair, window_index]`` is the series id; NaN values become NULL in SQLite. Pairs with
     ``keep_until[pair] >= ts`` already have this row stored (a replay from an older
     checkpoint) and are left out.
     """
-    rows: list[tuple[object, ...]] = []
+    if not out:
+        return []
+    parts: list[tuple[np.ndarray, ...]] = []
     for wi, wr in enumerate(out):
         sel: slice | np.ndarray = slice(None)
         if keep_until is not None:
             new = keep_until[wr.pair] < ts
             if not new.all():
                 sel = np.flatnonzero(new)
-        rows.extend(
-            zip(
-                sid[wr.pair[sel], wi].tolist(),
-                [ts] * len(wr.pair[sel]),
-                wr.value[sel].tolist(),
-                wr.n[sel].tolist(),
-                wr.ci_lo[sel].tolist(),
-                wr.ci_hi[sel].tolist(),
-                wr.beta[sel].tolist(),
-                wr.ewma[sel].tolist(),
-                strict=True,
-            )
+        parts.append(
+            (sid[wr.pair[sel], wi], wr.value[sel], wr.n[sel], wr.ci_lo[sel], wr.ci_hi[sel], wr.beta[sel], wr.ewma[sel])
         )
-    return rows
+    cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    order = np.argsort(cols[0], kind="stable")
+    ids, value, n, lo, hi, beta, ewma = (c[order].tolist() for c in cols)
+    return list(zip(ids, [ts] * len(ids), value, n, lo, hi, beta, ewma, strict=True))
 
 
 def layout_of(pairs: list[tuple[str, str]], windows: list[int], lam: float) -> str:
@@ -153,12 +169,6 @@ def save_due_checkpoints(
             for p, st in zip(due.tolist(), states, strict=True)
         ],
     )
-
-
-def store_rows(db: sqlite_utils.Database, rows: list[tuple[object, ...]], sid: np.ndarray, cursor: int) -> None:
-    """Write one update's rows and move one slice of this timeframe's recent rows to history."""
-    corr_store.write_rows(db, rows)
-    corr_store.compact_slice(db, sid.ravel(), cursor)
 
 
 def _resume(
@@ -247,14 +257,14 @@ def _update_timeframe(
         out = engine.step(ts, int(sessions[i]), logp[i])
         stepped += bool(out)
         rows.extend(step_rows(ts, out, sid, keep_until))
-    store_rows(db, rows, sid, progress.compact_cursor)
+    corr_store.write_rows(db, rows)
     due = due_checkpoints(len(pairs), progress.checkpoint_cursor, np.array(recompute, dtype=np.int64), len(ts_arr))
     save_due_checkpoints(db, tf, engine, pairs, due)
     end = int(panel.index.max()) if len(panel) else None
     corr_store.save_progress(
         db,
         tf,
-        corr_store.Progress(end, layout, progress.checkpoint_cursor + 1, progress.compact_cursor + 1),
+        corr_store.Progress(end, layout, progress.checkpoint_cursor + 1, progress.compact_cursor),
     )
     report.rows_written[tf] = len(rows)
     report.pairs_recomputed[tf] = len(recompute)

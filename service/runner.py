@@ -51,7 +51,7 @@ from service.evaluate import evaluate
 from service.executor import DaemonExecutor
 from service.instance import InstanceLock
 from service.lifecycle import BOT_STOP_SECONDS, Service, Work
-from service.pipeline import UpdateReport, update_correlations
+from service.pipeline import UpdateReport, compact_recent, update_correlations
 from service.sync import poll_crypto, poll_equities
 from storage.db import open_db
 from storage.push_chats import PushChats
@@ -97,11 +97,12 @@ class PollCycle:
         try:
             crypto = await poll_crypto(self.db, self.cfg)
             equity = await poll_equities(self.db, self.cfg) if equities else []
-            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
+            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg, compact=False)
             alerts = await asyncio.to_thread(
                 evaluate, self.db, self.cfg, self.chats(), now=time.time())
             if self.deliver is not None:
                 await self.deliver()
+            await asyncio.to_thread(compact_recent, self.db, self.cfg)  # storage upkeep, after the alerts
         except Exception as exc:
             log.exception("poll cycle failed")
             if not self.failing:

@@ -50,6 +50,12 @@ def series_ids(
     return {k: have[k] for k in keys}
 
 
+def timeframe_series(db: sqlite_utils.Database, timeframe: str) -> np.ndarray:
+    """Every series id of a timeframe, ascending."""
+    rows = db.execute("SELECT id FROM series WHERE timeframe = ? ORDER BY id", [timeframe]).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
 def find_series(db: sqlite_utils.Database, a: str, b: str, timeframe: str, window: int) -> int | None:
     row = db.execute(
         "SELECT id FROM series WHERE a = ? AND b = ? AND timeframe = ? AND window = ?",
@@ -64,14 +70,17 @@ def find_series(db: sqlite_utils.Database, a: str, b: str, timeframe: str, windo
 def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) -> None:
     """Store (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) rows; NaN is stored as NULL.
 
-    The rows must be new (no stored row at the same series and ts): a few observations (one
-    bar) are appended to ``corr_recent``; a long run (a build, a backfill) goes to ``corr``
-    sorted by series, which is the cheap order there.
+    The rows must be newer than every stored row of their series (the pipeline deletes what
+    it replaces first): a few observations (one bar) are appended to ``corr_recent``; a long
+    run (a build, a backfill) goes to ``corr`` sorted by series, which is the cheap order
+    there, after moving every recent row there too — so a series' recent rows are always
+    newer than its rows in ``corr``, which lets reads take the tables one after the other.
     """
     if not rows:
         return
     n_ts = len({r[1] for r in rows[:: max(1, len(rows) // 4096)]})  # a sample is enough to tell
     if n_ts >= BULK_TS:
+        compact_all(db)
         db.conn.executemany(
             "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -87,13 +96,16 @@ def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) ->
 
 def compact(db: sqlite_utils.Database, lo: int, hi: int) -> int:
     """Move the recent rows of series ids lo..hi (inclusive) into ``corr``; rows moved."""
-    where = "series_id BETWEEN ? AND ? AND ts IN (SELECT t FROM rts)"
+    ts = recent_ts(db)
+    if not ts:
+        return 0
+    where = f"ts IN ({_ints(ts)}) AND series_id BETWEEN ? AND ?"
     db.execute(
-        _RECENT_TS + "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
+        "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
         f"SELECT series_id, {_COLS} FROM corr_recent WHERE {where} ORDER BY series_id, ts",
         [lo, hi],
     )
-    return int(db.execute(_RECENT_TS + f"DELETE FROM corr_recent WHERE {where}", [lo, hi]).rowcount)
+    return int(db.execute(f"DELETE FROM corr_recent WHERE {where}", [lo, hi]).rowcount)
 
 
 def compact_slice(db: sqlite_utils.Database, ids: np.ndarray, cursor: int) -> int:
@@ -115,14 +127,40 @@ def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int
     lo = -(2**62) if since is None else since
     args = [(i, lo) for i in ids]
     db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
-    if db.execute("SELECT 1 FROM corr_recent LIMIT 1").fetchone():
-        ts = [int(t) for (t,) in db.execute(_RECENT_TS + "SELECT t FROM rts WHERE t IS NOT NULL").fetchall()]
-        db.conn.executemany(
-            "DELETE FROM corr_recent WHERE ts = ? AND series_id = ?", [(t, i) for i, s in args for t in ts if t >= s]
-        )
+    ts = recent_ts(db)
+    db.conn.executemany(
+        "DELETE FROM corr_recent WHERE ts = ? AND series_id = ?", [(t, i) for i, s in args for t in ts if t >= s]
+    )
 
 
 # ---- reading ------------------------------------------------------------------------------
+
+
+def _ints(xs: Sequence[int]) -> str:
+    return ",".join(str(int(x)) for x in xs)
+
+
+def recent_ts(db: sqlite_utils.Database) -> list[int]:
+    """The distinct ts of ``corr_recent``, newest first (a few dozen).
+
+    Cached on the connection until it or another connection writes (``total_changes``,
+    ``PRAGMA data_version``): every read of a series needs the list, and finding it costs a
+    seek per ts. A stale list can only hold a ts too many (after a rollback), which costs a
+    seek that finds nothing.
+    """
+    return _recent(db)[0]
+
+
+def _recent(db: sqlite_utils.Database) -> tuple[list[int], str]:
+    """`recent_ts` and the same as an SQL list."""
+    conn = db.conn
+    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+    cached = getattr(db, "_corr_recent_ts", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    ts = [int(t) for (t,) in conn.execute(_RECENT_TS + "SELECT t FROM rts WHERE t IS NOT NULL")]
+    setattr(db, "_corr_recent_ts", (key, (ts, _ints(ts))))  # noqa: B010 — sqlite_utils.Database has no slot for it
+    return ts, _ints(ts)
 
 
 def _rows(
@@ -134,8 +172,8 @@ def _rows(
     hi: int | None = None,
     newest_first: bool = False,
     limit: int | None = None,
-) -> list[tuple[object, ...]]:
-    """Rows of one series from both tables, lo <= ts <= hi, ordered by ts."""
+) -> list[tuple[Any, ...]]:
+    """Rows of one series, lo <= ts <= hi, ordered by ts: ``corr``'s, then the newer recent ones."""
     cond, params = "", []
     if lo is not None:
         cond += " AND ts >= ?"
@@ -145,12 +183,23 @@ def _rows(
         params.append(hi)
     order = " ORDER BY ts" + (" DESC" if newest_first else "")
     lim = "" if limit is None else f" LIMIT {int(limit)}"
-    sql = (
-        _RECENT_TS + f"SELECT * FROM (SELECT {cols} FROM corr WHERE series_id = ?{cond}{order}{lim}) "
-        f"UNION ALL SELECT * FROM (SELECT {cols} FROM corr_recent WHERE series_id = ? "
-        f"AND ts IN (SELECT t FROM rts){cond}{order}{lim}){order}{lim}"
-    )
-    return db.execute(sql, [series_id, *params, series_id, *params]).fetchall()
+    every, listed = _recent(db)
+    ts = [t for t in every if (lo is None or t >= lo) and (hi is None or t <= hi)]
+    recent: list[tuple[Any, ...]] = []
+    if ts:
+        in_list = listed if len(ts) == len(every) else _ints(ts)
+        recent = db.conn.execute(
+            f"SELECT {cols} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ?{order}{lim}", [series_id]
+        ).fetchall()
+    old_sql = f"SELECT {cols} FROM corr WHERE series_id = ?{cond}{order}"
+    if newest_first:
+        if limit is None:
+            return recent + db.conn.execute(old_sql, [series_id, *params]).fetchall()
+        if len(recent) >= limit:
+            return recent[:limit]
+        return recent + db.conn.execute(f"{old_sql} LIMIT {limit - len(recent)}", [series_id, *params]).fetchall()
+    rows = db.conn.execute(old_sql + lim, [series_id, *params]).fetchall() + recent
+    return rows if limit is None else rows[:limit]
 
 
 def latest_row(
@@ -159,7 +208,7 @@ def latest_row(
     rows = _rows(db, series_id, _COLS, hi=at_or_before, newest_first=True, limit=1)
     if not rows:
         return None
-    row: tuple[Any, ...] = rows[0]
+    row = rows[0]
     return int(row[0]), dict(zip(CORR_COLUMNS, row[1:], strict=True))
 
 
