@@ -78,8 +78,7 @@ def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) ->
     """
     if not rows:
         return
-    n_ts = len({r[1] for r in rows[:: max(1, len(rows) // 4096)]})  # a sample is enough to tell
-    if n_ts >= BULK_TS:
+    if len({r[1] for r in rows}) >= BULK_TS:
         compact_all(db)
         db.conn.executemany(
             "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
@@ -127,10 +126,9 @@ def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int
     lo = -(2**62) if since is None else since
     args = [(i, lo) for i in ids]
     db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
-    ts = recent_ts(db)
-    db.conn.executemany(
-        "DELETE FROM corr_recent WHERE ts = ? AND series_id = ?", [(t, i) for i, s in args for t in ts if t >= s]
-    )
+    ts, listed = _recent(db)
+    if ts:
+        db.conn.executemany(f"DELETE FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? AND ts >= ?", args)
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -232,6 +230,20 @@ def series_tail(
     ts = np.array([r[0] for r in rows], dtype=np.int64)
     val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
     return ts, val
+
+
+def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
+    """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
+    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
+    cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
+    every, listed = _recent(db)
+    recent = f"SELECT value, ts FROM corr_recent WHERE ts IN ({listed}) AND {cond}" if every else None
+    src = f"SELECT value, ts FROM corr WHERE {cond}" + (f" UNION ALL {recent}" if recent else "")
+    params = [series_id, ts] * (2 if recent else 1)
+    le, n, first = db.conn.execute(
+        f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
+    ).fetchone()
+    return int(le), int(n), None if first is None else int(first)
 
 
 def latest_ts(db: sqlite_utils.Database) -> int | None:

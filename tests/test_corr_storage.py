@@ -175,3 +175,24 @@ def test_schema_3_database_migrates_and_reads_the_same(full: sqlite_utils.Databa
     sid = corr_store.find_series(db, "BTC", "QQQ", "1d", 30)
     assert sid is not None
     pd.testing.assert_frame_equal(corr_store.read_series(db, sid), corr_store.read_series(full, sid))
+
+
+def test_rank_at_counts_like_numpy(tmp_path: Path) -> None:
+    cfg = demo_config(tmp_path / "r.db")
+    db = open_db(cfg.storage.path)
+    bars = {name: daily_close(path) for name, path in demo_files().items()}
+    load(db, bars, None, CUT)
+    update_correlations(db, cfg)
+    days = sorted({d for s in bars.values() for d in s.index if d > CUT})[:3]
+    for lo, hi in zip([CUT, *days[:-1]], days, strict=True):
+        load(db, bars, lo, hi)
+        update_correlations(db, cfg)
+    assert len(corr_store.recent_ts(db)) == 3  # the last three sessions' rows are still recent
+    sid = corr_store.find_series(db, "BTC", "QQQ", "1d", 90)
+    assert sid is not None
+    hist = corr_store.read_series(db, sid)
+    for ts in (int(hist.index[-1]), int(hist.index[-2]), int(hist.index[len(hist) // 2])):
+        vals = hist["value"][hist.index <= ts].dropna()
+        v = float(hist.loc[ts, "value"])
+        le, n, first = corr_store.rank_at(db, sid, ts, v)
+        assert (le, n, first) == (int((vals.to_numpy() <= v).sum()), len(vals), int(vals.index[0]))
