@@ -20,7 +20,7 @@ from service.demo import DATA, build_demo_db, demo_config, demo_files
 from service.pipeline import CHECKPOINT_SLICES, compact_recent, update_correlations
 from storage import corr as corr_store
 from storage.bars import upsert_bars
-from storage.db import MIGRATIONS, open_db
+from storage.db import MIGRATIONS, SCHEMA_VERSION, open_db
 
 CUT = pd.Timestamp("2025-05-30")
 ALL = "SELECT a, b, timeframe, window, asof, value, ci_lo, ci_hi, beta, ewma, n FROM corr_view ORDER BY 1, 2, 3, 4, 5"
@@ -164,7 +164,7 @@ def test_schema_3_database_migrates_and_reads_the_same(full: sqlite_utils.Databa
     db3.conn.close()
 
     db = open_db(old)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert {"corr_recent", "corr_progress"} <= set(db.table_names())
     assert_same_rows(db.execute(ALL).fetchall(), full.execute(ALL).fetchall())
     # The first update after the migration finds its progress in the rows and writes nothing.

@@ -25,7 +25,7 @@ from conftest import DEMO_DATA, REPO
 
 from bot import redact
 from service.cli import main
-from storage.db import open_db, transaction
+from storage.db import SCHEMA_VERSION, open_db, transaction
 
 BTC_CSV = DEMO_DATA / "BTC-USD_daily.csv"
 
@@ -176,7 +176,7 @@ def test_empty_file_is_a_new_database(tmp_path: Path, capsys: pytest.CaptureFixt
     db.write_bytes(b"")
     rc, _out, err = run(capsys, "--config", str(config(tmp_path, db)), "update")
     assert rc == 0, err
-    assert sqlite3.connect(db).execute("SELECT value FROM meta").fetchone() == ("3",)
+    assert sqlite3.connect(db).execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
 
 
 def test_not_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
