@@ -220,13 +220,40 @@ def series_tail(
     db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
-    before them, oldest first; NULL values come back as NaN."""
+    before them, oldest first; NULL values come back as NaN.
+
+    The alert layer calls this for every series each cycle, so it reads the series' recent rows
+    once and ``corr`` once (recent rows are newer than the series' rows in ``corr``).
+    """
+    every, listed = _recent(db)
+    recent: list[tuple[Any, ...]] = []
+    if every:
+        recent = db.conn.execute(
+            f"SELECT ts, value FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? ORDER BY ts", [series_id]
+        ).fetchall()
     if after_ts is None:
-        rows = _rows(db, series_id, "ts, value", newest_first=True, limit=context + 1)[::-1]
+        need = context + 1 - len(recent)
+        old = db.conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, need]
+        ).fetchall()[::-1] if need > 0 else []
+        rows = (old + recent)[-(context + 1) :]
     else:
-        new = _rows(db, series_id, "ts, value", lo=after_ts + 1)
-        before = _rows(db, series_id, "ts, value", hi=after_ts, newest_first=True, limit=context)[::-1]
-        rows = before + new
+        before = [r for r in recent if r[0] <= after_ts]
+        need = max(context - len(before), 0)
+        if before:  # every row in corr is older than these: none of them is new
+            old = db.conn.execute(
+                "SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
+                [series_id, after_ts, need],
+            ).fetchall()[::-1] if need else []
+        else:
+            old = sorted(db.conn.execute(
+                "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
+                "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
+                [series_id, after_ts, series_id, after_ts, need],
+            ).fetchall())
+        rows = old + recent
+        first_new = next((i for i, r in enumerate(rows) if r[0] > after_ts), len(rows))
+        rows = rows[max(first_new - context, 0) :]
     ts = np.array([r[0] for r in rows], dtype=np.int64)
     val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
     return ts, val

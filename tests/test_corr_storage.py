@@ -177,7 +177,7 @@ def test_schema_3_database_migrates_and_reads_the_same(full: sqlite_utils.Databa
     pd.testing.assert_frame_equal(corr_store.read_series(db, sid), corr_store.read_series(full, sid))
 
 
-def test_rank_at_counts_like_numpy(tmp_path: Path) -> None:
+def test_reads_over_both_tables(tmp_path: Path) -> None:
     cfg = demo_config(tmp_path / "r.db")
     db = open_db(cfg.storage.path)
     bars = {name: daily_close(path) for name, path in demo_files().items()}
@@ -196,3 +196,18 @@ def test_rank_at_counts_like_numpy(tmp_path: Path) -> None:
         v = float(hist.loc[ts, "value"])
         le, n, first = corr_store.rank_at(db, sid, ts, v)
         assert (le, n, first) == (int((vals.to_numpy() <= v).sum()), len(vals), int(vals.index[0]))
+    # The alert layer's read: rows after a cursor plus context before it, as from one table;
+    # every series, so some were compacted since the last sessions and some were not.
+    for sid in corr_store.timeframe_series(db, "1d").tolist():
+        hist = corr_store.read_series(db, sid)
+        ts_all = hist.index.to_numpy(np.int64)
+        val_all = hist["value"].to_numpy(np.float64)
+        for after in (None, int(ts_all[-1]), int(ts_all[-2]), int(ts_all[-4]), int(ts_all[-40]), int(ts_all[0]) - 1):
+            for context in (0, 1, 2, 60):
+                got_ts, got_val = corr_store.series_tail(db, sid, after, context)
+                if after is None:
+                    lo = max(len(ts_all) - context - 1, 0)
+                else:
+                    lo = max(int(np.searchsorted(ts_all, after, side="right")) - context, 0)
+                np.testing.assert_array_equal(got_ts, ts_all[lo:])
+                np.testing.assert_array_equal(got_val, val_all[lo:])
