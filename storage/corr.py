@@ -1,6 +1,6 @@
 """Correlation rows, their series ids, engine checkpoints and dirty markers.
 
-Rows live in two tables with the same columns (`corr_view` and `all_rows` read both):
+Rows live in two tables with the same columns (`corr_view` and the readers here read both):
 
 - ``corr``        keyed (series_id, ts): each series' history is contiguous, so a chart of one
                   series over years reads a few pages.
@@ -9,10 +9,11 @@ Rows live in two tables with the same columns (`corr_view` and `all_rows` read b
                   cost that dominated storing a bar at 10,000 pairs: every page also goes to
                   the WAL whole).
 
-`compact` moves a slice of the series ids from ``corr_recent`` to ``corr``; the pipeline
-moves one slice per update, so a row stays recent for at most `SLICES` updates and each
-move appends many rows per series at once. A (series_id, ts) is in one table only: rows are
-only written for observations newer than what is stored, after deleting what is replaced.
+`compact` moves a slice of the series ids from ``corr_recent`` to ``corr``; the service moves
+one slice per poll cycle (`service.pipeline.compact_recent`), so a row stays recent for at most
+`SLICES` cycles and each move appends many rows per series at once. A (series_id, ts) is in one
+table only, and a series' recent rows are newer than its rows in ``corr`` (see `write_rows`), so
+readers take ``corr`` then ``corr_recent`` without merging.
 """
 
 from __future__ import annotations
