@@ -12,8 +12,12 @@ Run ``.venv/bin/python bench/bench_engine.py``. Figures only: nothing is asserte
    written to a real SQLite file so the corr table is not empty when we measure.
 3. Per new bar (30 bars each): (a) `Engine.step` alone, (b) step + building the rows the way
    `service.pipeline` does + `storage.corr.write_rows` inside `storage.db.transaction` (the
-   headline "take one new bar, update every correlation and store it"), (c) (b) + checkpointing
-   every pair's state with `save_checkpoints`, as `update_correlations` does on every run.
+   headline "take one new bar, update every correlation and store it": committed, readable),
+   (c) (b) + the checkpoints `update_correlations` saves on a run (`due_checkpoints` /
+   `save_due_checkpoints`: one slice of the pairs in rotation; before issue 10 it was every
+   pair, every run). After each bar of (b) and (c), in a transaction of its own as the service
+   does after the cycle's alerts: (m) `compact_slice`, moving one slice of the series' recent
+   rows into the series-major table (upkeep, off the path to the user; reported apart).
 4. pandas baseline in the same run: `X.rolling(w).corr(Y)` over the same pairs, both over just
    enough history for the latest value (w+1 prices) and over the full stored history.
 5. DB size per year for config.example.toml (45 pairs; 1d and 1h, windows 30 and 90): one
@@ -40,7 +44,13 @@ from core.calendar import nyse_schedule  # noqa: E402
 from core.config import load_config  # noqa: E402
 from monitors.align import grid  # noqa: E402
 from monitors.engine import Engine, WindowRows  # noqa: E402
-from service.pipeline import step_rows, update_correlations  # noqa: E402
+from service.pipeline import (  # noqa: E402
+    CHECKPOINT_SLICES,
+    due_checkpoints,
+    save_due_checkpoints,
+    step_rows,
+    update_correlations,
+)
 from storage import corr as corr_store  # noqa: E402
 from storage.bars import upsert_bars  # noqa: E402
 from storage.db import open_db, transaction  # noqa: E402
@@ -93,18 +103,6 @@ def med(xs: list[float]) -> float:
 
 
 
-def checkpoints(engine: Engine, pairs: list[tuple[str, str]]) -> list[tuple[str, str, corr_store.Checkpoint]]:
-    """The checkpoint list `service.pipeline._update_timeframe` saves (same code)."""
-    return [
-        (
-            a,
-            b,
-            corr_store.Checkpoint(int(engine.last_ts[p]), int(engine.n[p]), engine.wmax, LAM, engine.export_state(p)),
-        )
-        for p, (a, b) in enumerate(pairs)
-    ]
-
-
 # ---- the 10,000-pair universe ---------------------------------------------------------------
 
 
@@ -127,6 +125,7 @@ class Universe:
         ids = corr_store.series_ids(self.db, [(a, b, tf, w) for a, b in self.pairs for w in windows])
         self.sid = np.array([[ids[(a, b, tf, w)] for w in windows] for a, b in self.pairs], dtype=np.int64)
         self.i = 0  # next observation to step
+        self.updates = 0  # the pipeline's rotating cursors (compaction, checkpoints)
 
     def step(self) -> tuple[int, list[WindowRows]]:
         i = self.i
@@ -149,6 +148,9 @@ class Universe:
             rows = step_rows(ts, out, self.sid)
             with transaction(self.db):
                 corr_store.write_rows(self.db, rows)
+            with transaction(self.db):
+                corr_store.compact_slice(self.db, self.sid.ravel(), self.updates)
+            self.updates += 1
             nrows_db += len(rows)
         t_db = time.perf_counter() - t0
         return {
@@ -170,7 +172,7 @@ class Universe:
         return times, nrows
 
     def phase_b(self, with_checkpoint: bool) -> dict[str, list[float]]:
-        keys = ("total", "step", "rows", "write", "commit", "ckpt_build", "ckpt_write")
+        keys = ("total", "step", "rows", "write", "compact", "commit", "ckpt")
         parts: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(NEW):
             t0 = time.perf_counter()
@@ -184,18 +186,20 @@ class Universe:
             t3 = time.perf_counter()
             t4 = t3
             if with_checkpoint:
-                items = checkpoints(self.engine, self.pairs)
-                t4 = time.perf_counter()
-                corr_store.save_checkpoints(self.db, self.tf, items)
+                due = due_checkpoints(len(self.pairs), self.updates, np.array([], dtype=np.int64), 1)
+                save_due_checkpoints(self.db, self.tf, self.engine, self.pairs, due)
             t5 = time.perf_counter()
             tx.__exit__(None, None, None)
             t6 = time.perf_counter()
+            self.updates += 1
+            with transaction(self.db):
+                corr_store.compact_slice(self.db, self.sid.ravel(), self.updates)
+            parts["compact"].append(time.perf_counter() - t6)
             parts["total"].append(t6 - t0)
             parts["step"].append(t1 - t0)
             parts["rows"].append(t2 - t1)
             parts["write"].append(t3 - t2)
-            parts["ckpt_build"].append(t4 - t3)
-            parts["ckpt_write"].append(t5 - t4)
+            parts["ckpt"].append(t5 - t4)
             parts["commit"].append(t6 - t5)
         return parts
 
@@ -285,9 +289,7 @@ def example_year(tmp: Path, rng: np.random.Generator) -> dict[str, object]:
     t0 = time.perf_counter()
     report = update_correlations(db, cfg)
     t_update = time.perf_counter() - t0
-    n_by_tf = dict(
-        db.execute("SELECT s.timeframe, count(*) FROM corr c JOIN series s ON s.id = c.series_id GROUP BY 1").fetchall()
-    )
+    n_by_tf = {tf: corr_store.count_rows(db, tf) for tf in cfg.correlation.timeframes}
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.execute("VACUUM")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -314,7 +316,7 @@ def example_year(tmp: Path, rng: np.random.Generator) -> dict[str, object]:
         "report": report.summary(),
         "size": size,
         "bars_bytes": group(("bars",)),
-        "corr_bytes": group(("corr", "series", "sqlite_autoindex_series")),
+        "corr_bytes": group(("corr", "series", "sqlite_autoindex_series", "sqlite_autoindex_corr")),
         "state_bytes": group(("pair_state", "sqlite_autoindex_pair_state")),
         "how": how,
     }
@@ -359,19 +361,21 @@ def main() -> None:
             print(f"(b) step+rows+store  : {ms_stats(b['total'])}")
             print(
                 f"      of which (median): step {med(b['step']) * 1e3:.1f}, build rows {med(b['rows']) * 1e3:.1f}, "
-                f"executemany {med(b['write']) * 1e3:.1f}, COMMIT {med(b['commit']) * 1e3:.1f} ms"
+                f"write_rows {med(b['write']) * 1e3:.1f}, COMMIT {med(b['commit']) * 1e3:.1f} ms"
             )
+            print(f"(m) then compact_slice in its own transaction: {ms_stats(b['compact'])}")
             c = u.phase_b(with_checkpoint=True)
             state = u.engine.state_size * 8
             print(f"(c) (b)+checkpoint   : {ms_stats(c['total'])}")
             print(
                 f"      of which (median): step {med(c['step']) * 1e3:.1f}, build rows {med(c['rows']) * 1e3:.1f}, "
-                f"executemany {med(c['write']) * 1e3:.1f}, build checkpoints {med(c['ckpt_build']) * 1e3:.1f}, "
-                f"save_checkpoints {med(c['ckpt_write']) * 1e3:.1f}, COMMIT {med(c['commit']) * 1e3:.1f} ms"
+                f"write_rows {med(c['write']) * 1e3:.1f}, checkpoints {med(c['ckpt']) * 1e3:.1f}, "
+                f"COMMIT {med(c['commit']) * 1e3:.1f} ms; then (m) compact_slice {med(c['compact']) * 1e3:.1f} ms"
             )
+            per_save = -(-len(u.pairs) // CHECKPOINT_SLICES)
             print(
-                f"      checkpoint: {state} B state blob per pair × {len(u.pairs)} pairs = "
-                f"{state * len(u.pairs) / mb:.1f} MB of blobs per save"
+                f"      checkpoint: {state} B state blob per pair × {per_save} pairs (1 in {CHECKPOINT_SLICES}, rotating) = "
+                f"{state * per_save / mb:.2f} MB of blobs per save"
             )
             p = pandas_baseline(u, rng)
             print(
@@ -391,7 +395,7 @@ def main() -> None:
             f"\nsanity: max |engine − pandas| of the latest 1d w={DAY_WINDOWS[-1]} value, 50 pairs: "
             f"{check_against_pandas(day, rng):.2e}"
         )
-        n_corr = day.db.execute("SELECT count(*) FROM corr").fetchone()[0]
+        n_corr = corr_store.count_rows(day.db)
         day.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         print(f"bench DB: {n_corr / 1e6:.1f} M corr rows, {db_path.stat().st_size / mb:.0f} MB")
         day.db.conn.close()
@@ -420,10 +424,11 @@ def main() -> None:
         q = lambda xs: f"{np.median(xs) * 1e3:7.1f} / {np.percentile(xs, 90) * 1e3:7.1f} / {max(xs) * 1e3:7.1f}"  # noqa: E731
         print(f"  {tf} (a) step        {q(a)}")
         print(f"  {tf} (b) step+store  {q(b['total'])}   target ≤ 100 ms median")
-        print(f"  {tf} (c) +checkpoint {q(c['total'])}   ({s * len(day.pairs) / mb:.1f} MB of state per save)")
+        print(f"  {tf} (m) compaction  {q(b['compact'] + c['compact'])}   (own transaction after each bar, off the reply path)")
+        print(f"  {tf} (c) +checkpoint {q(c['total'])}   ({s * -(-len(day.pairs) // CHECKPOINT_SLICES) / mb:.2f} MB of state per save)")
         print(
             f"  {tf} pandas w+1 recompute {p['short'] * 1e3:7.0f} ms → {p['short'] / med(b['total']):6.1f}×;"
-            f"  full-history {p['full'] * 1e3:7.0f} ms → {p['full'] / med(b['total']):6.1f}×   target ≥ 50× (speedup of (b))"
+            f"  full-history {p['full'] * 1e3:7.0f} ms → {p['full'] / med(b['total']):6.1f}×   target ≥ 25× (speedup of (b))"
         )
         print(
             f"  {tf} engine step alone (a) vs pandas: {p['short'] / med(a):6.1f}× (w+1), {p['full'] / med(a):6.1f}× (full history)"

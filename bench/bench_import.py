@@ -8,6 +8,11 @@ End to end includes the integrity guards (service/guard.py). The synthetic hourl
 from 1990 into the future, so the import's clock is set after its last bar (the date check
 still runs); the daily file is a crypto series (every calendar day) from 1970 to before today.
 Peak memory on a big file: bench/bench_import_memory.py.
+
+``bench_import.py --file ASSET PATH [repeats]``: a real file instead (say a Binance hourly
+dump), in this process, so start-up is not counted: `import_csv` end to end into a fresh
+database, side by side with a bare sqlite3 ``executemany`` of the same parsed rows into the
+same ``bars`` table of another fresh database (the floor). Medians of ``repeats`` (default 7).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from core.config import Config, parse_config  # noqa: E402
 from feeds.csv_import import parse_csv  # noqa: E402
 from service.sync import import_csv  # noqa: E402
 from storage.bars import upsert_bars  # noqa: E402
-from storage.db import open_db  # noqa: E402
+from storage.db import open_db, transaction  # noqa: E402
 
 
 def _prices(n: int, rng: np.random.Generator, start: float) -> dict[str, np.ndarray]:
@@ -102,7 +107,41 @@ def run_case(cfg: Config, asset: str, path: Path, n: int, tmp: Path) -> None:
     )
 
 
+def real_file(asset: str, path: Path, repeats: int) -> None:
+    cfg = parse_config(
+        {"assets": [{"name": asset, "kind": "crypto", "exchange": "binance", "symbol": f"{asset}/USDT"},
+                    {"name": "SPY", "kind": "equity", "ticker": "SPY"}]}
+    )
+    parsed = parse_csv(path)
+    n = len(parsed.bars)
+    b = parsed.bars
+    cols = [b[c].tolist() for c in ("open", "high", "low", "close", "volume")]
+    rows = list(zip([asset] * n, [parsed.timeframe] * n, b.index.tolist(), *cols, ["bare"] * n, strict=True))
+    t_imp, t_bare = [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for i in range(repeats):
+            db = open_db(Path(tmp_name) / f"imp{i}.db")
+            t0 = time.perf_counter()
+            rep = import_csv(db, cfg, asset, path)
+            t_imp.append(time.perf_counter() - t0)
+            db.conn.close()
+            db = open_db(Path(tmp_name) / f"bare{i}.db")
+            t0 = time.perf_counter()
+            with transaction(db) as conn:
+                conn.executemany("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            t_bare.append(time.perf_counter() - t0)
+            db.conn.close()
+    imp, bare = float(np.median(t_imp)), float(np.median(t_bare))
+    print(f"{path.name}: {n:,} bars ({parsed.timeframe}), {rep.inserted:,} inserted; median of {repeats}, in process")
+    _rate("import_csv end to end", n, imp)
+    _rate("bare executemany", n, bare)
+    print(f"  import / bare executemany speed: {bare / imp:.2f}×")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--file":
+        real_file(sys.argv[2].upper(), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 7)
+        return
     n_hourly = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     n_daily = min(n_hourly, 20_000)  # 1970-01-01 .. 2024-10: every day, none in the future
     cfg = parse_config(

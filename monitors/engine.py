@@ -131,6 +131,20 @@ class Engine:
         )
         return np.concatenate([head, self.ew[pair], self.bx[pair], self.by[pair]]).tobytes()
 
+    def export_states(self, pairs: np.ndarray) -> list[bytes]:
+        """`export_state` of many pairs at once (one array build, then one slice per pair)."""
+        k = pairs.size
+        arr = np.empty((k, self.state_size))
+        arr[:, 0] = self.last_ts[pairs]
+        arr[:, 1] = self.last_la[pairs]
+        arr[:, 2] = self.last_lb[pairs]
+        arr[:, 3] = self.last_sess[pairs]
+        arr[:, 4] = self.n[pairs]
+        arr[:, _HEAD : _HEAD + 6] = self.ew[pairs]
+        arr[:, _HEAD + 6 : _HEAD + 6 + self.wmax] = self.bx[pairs]
+        arr[:, _HEAD + 6 + self.wmax :] = self.by[pairs]
+        return [row.tobytes() for row in arr]
+
     def import_state(self, pair: int, blob: bytes) -> bool:
         """Restore one pair; False (pair left empty) if the blob does not fit this engine."""
         arr = np.frombuffer(blob, dtype=np.float64)

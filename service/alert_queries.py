@@ -15,6 +15,7 @@ from core.rules import RuleConfig, format_duration
 from service.alerts import apply_overrides, effective_rules
 from service.backtest import backtest
 from storage import alerts as store
+from storage import corr as corr_store
 from storage import outbox
 
 MAX_MUTE = 30 * 86400
@@ -124,8 +125,7 @@ def backtest_summary(
 ) -> BacktestSummary:
     if rule is not None:
         find_rule(cfg, rule)
-    end_row = db.execute("SELECT max(ts) FROM corr").fetchone()
-    end = None if end_row is None or end_row[0] is None else int(end_row[0])
+    end = corr_store.latest_ts(db)
     start = None if period_days is None or end is None else end - period_days * 86400
     episodes = backtest(db, cfg, start=start, rule=rule)
     counts: dict[tuple[str, str], int] = {}

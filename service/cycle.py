@@ -23,7 +23,7 @@ from feeds.base import FeedResult
 from service.evaluate import evaluate
 from service.health import SourceHealth
 from service.metrics import Metrics
-from service.pipeline import UpdateReport, update_correlations
+from service.pipeline import UpdateReport, compact_recent, update_correlations
 from service.sync import poll_crypto, poll_equities
 
 log = logging.getLogger("corrbot.runner")
@@ -71,7 +71,7 @@ class PollCycle:
             self.health.observe(crypto + equity)
             if self.metrics is not None:
                 self.metrics.feeds(crypto + equity)
-            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, cfg)
+            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, cfg, compact=False)
             t_eval = time.monotonic()
             alerts = await asyncio.to_thread(evaluate, self.db, cfg, self.chats(), now=time.time())
             if self.metrics is not None:
@@ -79,6 +79,7 @@ class PollCycle:
                                         seconds=time.monotonic() - t_eval)
             if self.deliver is not None:
                 await self.deliver()
+            await asyncio.to_thread(compact_recent, self.db, cfg)  # storage upkeep, after the alerts
         except Exception as exc:
             if self.metrics is not None:
                 self.metrics.cycle(ok=False, seconds=time.monotonic() - t0, now=time.time())

@@ -2,17 +2,23 @@
 
 `update_correlations` is what every poll cycle, import and backfill ends with. It resumes each
 pair from its checkpoint and steps only through observations newer than the pair's last
-row, so a new bar costs O(pairs × window). A pair is recomputed from scratch only when one of
-its assets had bars changed at or before that pair's last row (a backfill of older history,
-a re-adjusted Yahoo series) or when its definition changed: basket members or weights,
-windows, λ, alignment rules (service/fingerprint.py, stored per pair).
+row, so a new bar costs O(pairs × window). Checkpoints are saved for one pair in
+`CHECKPOINT_SLICES` per update (in rotation), so a pair may resume from a checkpoint a few
+observations behind its rows: stepping from bars is exact, so the replayed rows are the stored
+ones and are not written again (``keep_until``). A pair is recomputed from scratch only when one
+of its assets had bars changed at or before that pair's checkpoint (a backfill of older history,
+a re-adjusted Yahoo series) or when its definition changed: basket members or weights, windows,
+λ, alignment rules (service/fingerprint.py, stored per pair). Bars changed after its checkpoint
+replace its rows from the change on.
 Everything — rows, checkpoints, clearing the dirty markers — is one transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -30,6 +36,7 @@ from storage.db import transaction
 from storage.fingerprints import load_fingerprints, save_fingerprints
 
 log = logging.getLogger(__name__)
+CHECKPOINT_SLICES = 16  # each pair's checkpoint is saved at least every 16 updates (see module doc)
 
 
 def build_panel(db: sqlite_utils.Database, cfg: Config, timeframe: str) -> pd.DataFrame:
@@ -71,8 +78,14 @@ class UpdateReport:
         return "; ".join(parts) or "nothing to do"
 
 
-def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None) -> UpdateReport:
-    """Bring the stored correlations up to date with the stored bars."""
+def update_correlations(
+    db: sqlite_utils.Database, cfg: Config, *, timeframes: list[str] | None = None, compact: bool = True
+) -> UpdateReport:
+    """Bring the stored correlations up to date with the stored bars.
+
+    Then (``compact``) `compact_recent` in a transaction of its own; the service passes False
+    and compacts after the cycle's alerts are out, so the move is off the path to the user.
+    """
     report = UpdateReport()
     tfs = timeframes or list(cfg.correlation.timeframes)
     with transaction(db):
@@ -87,30 +100,78 @@ def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: l
         if set(tfs) >= set(cfg.correlation.timeframes):
             corr_store.clear_dirty(db, dirty)
     log.debug("correlations updated: %s", report.summary())  # `run` logs it in its cycle line
+    if compact:
+        compact_recent(db, cfg)
     return report
 
 
-def step_rows(ts: int, out: list[WindowRows], sid: np.ndarray) -> list[tuple[object, ...]]:
-    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step.
+def compact_recent(db: sqlite_utils.Database, cfg: Config) -> int:
+    """Move one slice of each timeframe's series from ``corr_recent`` into ``corr`` (see
+    `storage.corr`), in a transaction of its own; rows moved."""
+    moved = 0
+    with transaction(db):
+        for tf in cfg.correlation.timeframes:
+            progress = corr_store.load_progress(db, tf)
+            moved += corr_store.compact_slice(db, corr_store.timeframe_series(db, tf), progress.compact_cursor)
+            corr_store.save_progress(db, tf, replace(progress, compact_cursor=progress.compact_cursor + 1))
+    return moved
 
-    ``sid[pair, window_index]`` is the series id; NaN values become NULL in SQLite.
+
+def step_rows(
+    ts: int, out: list[WindowRows], sid: np.ndarray, keep_until: np.ndarray | None = None
+) -> list[tuple[object, ...]]:
+    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step,
+    by series id (the order of ``corr_recent``, so the insert appends).
+
+    ``sid[pair, window_index]`` is the series id; NaN values become NULL in SQLite. Pairs with
+    ``keep_until[pair] >= ts`` already have this row stored (a replay from an older
+    checkpoint) and are left out.
     """
-    rows: list[tuple[object, ...]] = []
+    if not out:
+        return []
+    parts: list[tuple[np.ndarray, ...]] = []
     for wi, wr in enumerate(out):
-        rows.extend(
-            zip(
-                sid[wr.pair, wi].tolist(),
-                [ts] * len(wr.pair),
-                wr.value.tolist(),
-                wr.n.tolist(),
-                wr.ci_lo.tolist(),
-                wr.ci_hi.tolist(),
-                wr.beta.tolist(),
-                wr.ewma.tolist(),
-                strict=True,
-            )
+        sel: slice | np.ndarray = slice(None)
+        if keep_until is not None:
+            new = keep_until[wr.pair] < ts
+            if not new.all():
+                sel = np.flatnonzero(new)
+        parts.append(
+            (sid[wr.pair[sel], wi], wr.value[sel], wr.n[sel], wr.ci_lo[sel], wr.ci_hi[sel], wr.beta[sel], wr.ewma[sel])
         )
-    return rows
+    cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    order = np.argsort(cols[0], kind="stable")
+    ids, value, n, lo, hi, beta, ewma = (c[order].tolist() for c in cols)
+    return list(zip(ids, [ts] * len(ids), value, n, lo, hi, beta, ewma, strict=True))
+
+
+def layout_of(pairs: list[tuple[str, str]], windows: list[int], lam: float) -> str:
+    """Fingerprint of what a timeframe's progress covers: pairs, windows and λ."""
+    return hashlib.sha256(json.dumps([pairs, windows, lam]).encode()).hexdigest()[:16]
+
+
+def due_checkpoints(n_pairs: int, cursor: int, forced: np.ndarray, stepped: int) -> np.ndarray:
+    """Pairs whose checkpoint is saved this update: one slice in rotation, the ``forced`` ones
+    (recomputed: their old checkpoint is stale) — or all after a long run of observations."""
+    if stepped >= CHECKPOINT_SLICES:
+        return np.arange(n_pairs)
+    due = np.arange(n_pairs) % CHECKPOINT_SLICES == cursor % CHECKPOINT_SLICES
+    due[forced] = True
+    return np.flatnonzero(due)
+
+
+def save_due_checkpoints(
+    db: sqlite_utils.Database, tf: str, engine: Engine, pairs: list[tuple[str, str]], due: np.ndarray
+) -> None:
+    states = engine.export_states(due)
+    corr_store.save_checkpoints(
+        db,
+        tf,
+        [
+            (*pairs[p], corr_store.Checkpoint(int(engine.last_ts[p]), int(engine.n[p]), engine.wmax, engine.lam, st))
+            for p, st in zip(due.tolist(), states, strict=True)
+        ],
+    )
 
 
 def _changed_definitions(db: sqlite_utils.Database, cfg: Config, tf: str) -> set[tuple[str, str]]:
@@ -120,19 +181,26 @@ def _changed_definitions(db: sqlite_utils.Database, cfg: Config, tf: str) -> set
     return {pair for pair, fp in pair_fingerprints(cfg, tf).items() if stored.get(pair) != fp}
 
 
-def _update_timeframe(
-    db: sqlite_utils.Database, cfg: Config, tf: str, affected: dict[str, int], report: UpdateReport
-) -> None:
+def _resume(
+    db: sqlite_utils.Database,
+    cfg: Config,
+    tf: str,
+    engine: Engine,
+    sid: np.ndarray,
+    affected: dict[str, int],
+    same_layout: bool,
+    stepped_to: int | None,
+) -> tuple[list[int], np.ndarray]:
+    """Restore every pair it can from its checkpoint: (pairs to recompute from scratch, and per
+    pair the ts through which its rows are already stored and valid)."""
     pairs = cfg.pair_list
-    windows = cfg.windows_for(tf)
     lam = cfg.correlation.ewma_lambda
-    panel = build_panel(db, cfg, tf)
-    col = {name: i for i, name in enumerate(panel.columns)}
-    engine = Engine([(col[a], col[b]) for a, b in pairs], windows, intraday=tf != "1d", lam=lam)
-    ids = corr_store.series_ids(db, [(a, b, tf, w) for a, b in pairs for w in windows])
     checkpoints = corr_store.load_checkpoints(db, tf)
     changed = _changed_definitions(db, cfg, tf)
+    never = np.iinfo(np.int64).min
+    keep_until = np.full(len(pairs), never, dtype=np.int64)
     recompute: list[int] = []
+    rewrite: dict[int, list[int]] = {}  # first changed ts -> pairs whose rows from then are replaced
     for p, (a, b) in enumerate(pairs):
         cp = checkpoints.get((a, b))
         first_change = min(
@@ -147,40 +215,70 @@ def _update_timeframe(
             and (a, b) not in changed
             and engine.import_state(p, cp.state)
         )
-        if not resumable:
+        if not resumable or cp is None:
             recompute.append(p)
+            continue
+        # Rows through the checkpoint exist; so do those through the last update's end when the
+        # layout is the one that update stored (else ask the table: a pair added back later).
+        if same_layout and stepped_to is not None:
+            stored = stepped_to
+        else:
+            last = corr_store.latest_row(db, int(sid[p, 0]))
+            stored = never if last is None else last[0]
+        stored = max(stored, cp.last_ts)
+        if first_change is not None and first_change <= stored:
+            rewrite.setdefault(first_change, []).append(p)
+            keep_until[p] = first_change - 1
+        else:
+            keep_until[p] = stored
+    for since, ps in rewrite.items():
+        corr_store.delete_series_rows(db, sid[ps].ravel().tolist(), since=since)
     if recompute:
-        corr_store.delete_series_rows(db, [ids[(*pairs[p], tf, w)] for p in recompute for w in windows])
+        corr_store.delete_series_rows(db, sid[recompute].ravel().tolist())
         engine.reset(np.array(recompute, dtype=np.int64))
+    return recompute, keep_until
+
+
+def _update_timeframe(
+    db: sqlite_utils.Database, cfg: Config, tf: str, affected: dict[str, int], report: UpdateReport
+) -> None:
+    pairs = cfg.pair_list
+    windows = cfg.windows_for(tf)
+    lam = cfg.correlation.ewma_lambda
+    panel = build_panel(db, cfg, tf)
+    col = {name: i for i, name in enumerate(panel.columns)}
+    engine = Engine([(col[a], col[b]) for a, b in pairs], windows, intraday=tf != "1d", lam=lam)
+    ids = corr_store.series_ids(db, [(a, b, tf, w) for a, b in pairs for w in windows])
+    sid = np.array([[ids[(a, b, tf, w)] for w in windows] for a, b in pairs], dtype=np.int64).reshape(
+        len(pairs), len(windows)
+    )
+    progress = corr_store.load_progress(db, tf)
+    layout = layout_of(pairs, windows, lam)
+    recompute, keep_until = _resume(
+        db, cfg, tf, engine, sid, affected, progress.layout == layout, progress.stepped_to
+    )
     start = int(engine.last_ts.min()) if len(pairs) else 0
     new = panel[panel.index > start]
     ts_arr = new.index.to_numpy(np.int64)
     sessions = session_of(ts_arr, tf) if tf != "1d" else ts_arr
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(new.to_numpy(np.float64))
-    sid = np.array([[ids[(a, b, tf, w)] for w in windows] for a, b in pairs], dtype=np.int64)
     rows: list[tuple[object, ...]] = []
     stepped = 0  # observations that gave some pair a new return (what "new observations" counts)
     for i, ts in enumerate(ts_arr.tolist()):
         out = engine.step(ts, int(sessions[i]), logp[i])
         stepped += bool(out)
-        rows.extend(step_rows(ts, out, sid))
+        rows.extend(step_rows(ts, out, sid, keep_until))
     corr_store.write_rows(db, rows)
-    corr_store.save_checkpoints(
+    due = due_checkpoints(len(pairs), progress.checkpoint_cursor, np.array(recompute, dtype=np.int64), len(ts_arr))
+    save_due_checkpoints(db, tf, engine, pairs, due)
+    save_fingerprints(db, tf, pair_fingerprints(cfg, tf))
+    end = int(panel.index.max()) if len(panel) else None
+    corr_store.save_progress(
         db,
         tf,
-        [
-            (
-                a,
-                b,
-                corr_store.Checkpoint(
-                    int(engine.last_ts[p]), int(engine.n[p]), engine.wmax, lam, engine.export_state(p)
-                ),
-            )
-            for p, (a, b) in enumerate(pairs)
-        ],
+        corr_store.Progress(end, layout, progress.checkpoint_cursor + 1, progress.compact_cursor),
     )
-    save_fingerprints(db, tf, pair_fingerprints(cfg, tf))
     report.rows_written[tf] = len(rows)
     report.pairs_recomputed[tf] = len(recompute)
     report.observations[tf] = stepped

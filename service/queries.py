@@ -40,7 +40,7 @@ from monitors.rules import divergence_signal
 from monitors.stats import pearson
 from service.pipeline import build_panel
 from storage import corr as corr_store
-from storage.bars import bar_counts
+from storage.bars import newest_bars
 from storage.status import all_status
 
 
@@ -270,12 +270,11 @@ def divergence(
 
 
 def freshness(db: sqlite_utils.Database, cfg: Config, names: list[str]) -> list[Freshness]:
-    counts = bar_counts(db)
     out: list[Freshness] = []
     for name in names:
         for key in [name] if name in cfg.asset_by_key else [m.upper() for m in cfg.basket_by_key[name].members]:
-            tfs = sorted({tf for (a, tf) in counts if a == key}) or ["1d"]
-            out.extend(Freshness(key, tf, counts[(key, tf)][2] if (key, tf) in counts else None) for tf in tfs)
+            last = newest_bars(db, key)
+            out.extend(Freshness(key, tf, last.get(tf)) for tf in sorted(last) or ["1d"])
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import sqlite_utils
 
 from core.clock import now_iso
+from storage import corr
 
 
 @dataclass(frozen=True)
@@ -221,24 +222,8 @@ def reset_overrides(db: sqlite_utils.Database, rule: str) -> int:
 def series_tail(
     db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
-    before them, oldest first; NULL values come back as NaN."""
-    if after_ts is None:
-        rows = db.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, context + 1]
-        ).fetchall()[::-1]
-    else:
-        new = db.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? ORDER BY ts", [series_id, after_ts]
-        ).fetchall()
-        before = db.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
-            [series_id, after_ts, context],
-        ).fetchall()[::-1]
-        rows = before + new
-    ts = np.array([r[0] for r in rows], dtype=np.int64)
-    val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-    return ts, val
+    """(ts, value) of the rows after ``after_ts`` plus ``context`` rows before: `storage.corr`."""
+    return corr.series_tail(db, series_id, after_ts, context)
 
 
 def fire_outbox_id(db: sqlite_utils.Database, episode_id: int, chat: str) -> int | None:

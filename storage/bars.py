@@ -223,3 +223,16 @@ def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: 
             [asset, timeframe, int(first)],
         )
     return int(cur.rowcount)
+
+
+def newest_bars(db: sqlite_utils.Database, asset: str) -> dict[str, int]:
+    """timeframe -> ts of the asset's newest bar, by a few index seeks (``bar_counts`` scans
+    every bar: too slow for a reply that only needs the newest)."""
+    rows = db.execute(
+        "WITH RECURSIVE t(tf) AS (SELECT min(timeframe) FROM bars WHERE asset = :a UNION ALL "
+        "SELECT (SELECT min(timeframe) FROM bars WHERE asset = :a AND timeframe > t.tf) FROM t "
+        "WHERE t.tf IS NOT NULL) "
+        "SELECT tf, (SELECT max(ts) FROM bars WHERE asset = :a AND timeframe = t.tf) FROM t WHERE tf IS NOT NULL",
+        {"a": asset},
+    ).fetchall()
+    return {str(tf): int(ts) for tf, ts in rows}

@@ -1,14 +1,43 @@
-"""Correlation rows, their series ids, engine checkpoints and dirty markers."""
+"""Correlation rows, their series ids, engine checkpoints and dirty markers.
+
+Rows live in two tables with the same columns (`corr_view` and the readers here read both):
+
+- ``corr``        keyed (series_id, ts): each series' history is contiguous, so a chart of one
+                  series over years reads a few pages.
+- ``corr_recent`` keyed (ts, series_id): one bar's rows for every series are contiguous, so
+                  appending a bar touches ~rows/80 pages instead of one page per series (the
+                  cost that dominated storing a bar at 10,000 pairs: every page also goes to
+                  the WAL whole).
+
+`compact` moves a slice of the series ids from ``corr_recent`` to ``corr``; the service moves
+one slice per poll cycle (`service.pipeline.compact_recent`), so a row stays recent for at most
+`SLICES` cycles and each move appends many rows per series at once. A (series_id, ts) is in one
+table only, and a series' recent rows are newer than its rows in ``corr`` (see `write_rows`), so
+readers take ``corr`` then ``corr_recent`` without merging.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlite_utils
 
 CORR_COLUMNS = ("value", "n", "ci_lo", "ci_hi", "beta", "ewma")
+_COLS = "ts, value, n, ci_lo, ci_hi, beta, ewma"
+SLICES = 32  # series-id slices compacted in rotation; bounds how many updates a row stays recent
+BULK_TS = 8  # a write spanning this many observations goes straight to ``corr``
+
+# The distinct ts of ``corr_recent``, newest first, by one index seek each (a loose index
+# scan: the table is keyed by ts, so a seek per distinct ts beats scanning its rows).
+_RECENT_TS = (
+    "WITH RECURSIVE rts(t) AS (SELECT max(ts) FROM corr_recent UNION ALL "
+    "SELECT (SELECT max(ts) FROM corr_recent WHERE ts < rts.t) FROM rts WHERE rts.t IS NOT NULL) "
+)
 
 
 def series_ids(
@@ -22,6 +51,12 @@ def series_ids(
     return {k: have[k] for k in keys}
 
 
+def timeframe_series(db: sqlite_utils.Database, timeframe: str) -> np.ndarray:
+    """Every series id of a timeframe, ascending."""
+    rows = db.execute("SELECT id FROM series WHERE timeframe = ? ORDER BY id", [timeframe]).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
 def find_series(db: sqlite_utils.Database, a: str, b: str, timeframe: str, window: int) -> int | None:
     row = db.execute(
         "SELECT id FROM series WHERE a = ? AND b = ? AND timeframe = ? AND window = ?",
@@ -30,42 +65,236 @@ def find_series(db: sqlite_utils.Database, a: str, b: str, timeframe: str, windo
     return None if row is None else int(row[0])
 
 
+# ---- writing ------------------------------------------------------------------------------
+
+
 def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) -> None:
-    """Upsert (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) rows; NaN is stored as NULL."""
-    db.conn.executemany(
+    """Store (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) rows; NaN is stored as NULL.
+
+    The rows must be newer than every stored row of their series (the pipeline deletes what
+    it replaces first): a few observations (one bar) are appended to ``corr_recent``; a long
+    run (a build, a backfill) goes to ``corr`` sorted by series, which is the cheap order
+    there, after moving every recent row there too — so a series' recent rows are always
+    newer than its rows in ``corr``, which lets reads take the tables one after the other.
+    """
+    if not rows:
+        return
+    if len({r[1] for r in rows}) >= BULK_TS:
+        compact_all(db)
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            sorted(rows, key=itemgetter(0, 1)),
+        )
+    else:
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO corr_recent (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            sorted(rows, key=itemgetter(1, 0)),
+        )
+
+
+def compact(db: sqlite_utils.Database, lo: int, hi: int) -> int:
+    """Move the recent rows of series ids lo..hi (inclusive) into ``corr``; rows moved."""
+    ts = recent_ts(db)
+    if not ts:
+        return 0
+    where = f"ts IN ({_ints(ts)}) AND series_id BETWEEN ? AND ?"
+    db.execute(
         "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
+        f"SELECT series_id, {_COLS} FROM corr_recent WHERE {where} ORDER BY series_id, ts",
+        [lo, hi],
     )
+    return int(db.execute(f"DELETE FROM corr_recent WHERE {where}", [lo, hi]).rowcount)
 
 
-def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int]) -> None:
-    db.conn.executemany("DELETE FROM corr WHERE series_id = ?", [(i,) for i in ids])
+def compact_slice(db: sqlite_utils.Database, ids: np.ndarray, cursor: int) -> int:
+    """`compact` slice ``cursor % SLICES`` of the sorted series ``ids``; rows moved."""
+    parts = [p for p in np.array_split(np.sort(ids), SLICES) if p.size]
+    if not parts:
+        return 0
+    part = parts[cursor % len(parts)]
+    return compact(db, int(part[0]), int(part[-1]))
+
+
+def compact_all(db: sqlite_utils.Database) -> int:
+    """Move every recent row into ``corr`` (tests, maintenance)."""
+    return compact(db, -(2**62), 2**62)
+
+
+def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int | None = None) -> None:
+    """Delete the rows of these series (only those at or after ``since`` if given)."""
+    lo = -(2**62) if since is None else since
+    args = [(i, lo) for i in ids]
+    db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
+    ts, listed = _recent(db)
+    if ts:
+        db.conn.executemany(f"DELETE FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? AND ts >= ?", args)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def _ints(xs: Sequence[int]) -> str:
+    return ",".join(str(int(x)) for x in xs)
+
+
+def recent_ts(db: sqlite_utils.Database) -> list[int]:
+    """The distinct ts of ``corr_recent``, newest first (a few dozen).
+
+    Cached on the connection until it or another connection writes (``total_changes``,
+    ``PRAGMA data_version``): every read of a series needs the list, and finding it costs a
+    seek per ts. A stale list can only hold a ts too many (after a rollback), which costs a
+    seek that finds nothing.
+    """
+    return _recent(db)[0]
+
+
+def _recent(db: sqlite_utils.Database) -> tuple[list[int], str]:
+    """`recent_ts` and the same as an SQL list."""
+    conn = db.conn
+    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+    cached = getattr(db, "_corr_recent_ts", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    ts = [int(t) for (t,) in conn.execute(_RECENT_TS + "SELECT t FROM rts WHERE t IS NOT NULL")]
+    setattr(db, "_corr_recent_ts", (key, (ts, _ints(ts))))  # noqa: B010 — sqlite_utils.Database has no slot for it
+    return ts, _ints(ts)
+
+
+def _rows(
+    db: sqlite_utils.Database,
+    series_id: int,
+    cols: str,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+    newest_first: bool = False,
+    limit: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """Rows of one series, lo <= ts <= hi, ordered by ts: ``corr``'s, then the newer recent ones."""
+    cond, params = "", []
+    if lo is not None:
+        cond += " AND ts >= ?"
+        params.append(lo)
+    if hi is not None:
+        cond += " AND ts <= ?"
+        params.append(hi)
+    order = " ORDER BY ts" + (" DESC" if newest_first else "")
+    lim = "" if limit is None else f" LIMIT {int(limit)}"
+    every, listed = _recent(db)
+    ts = [t for t in every if (lo is None or t >= lo) and (hi is None or t <= hi)]
+    recent: list[tuple[Any, ...]] = []
+    if ts:
+        in_list = listed if len(ts) == len(every) else _ints(ts)
+        recent = db.conn.execute(
+            f"SELECT {cols} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ?{order}{lim}", [series_id]
+        ).fetchall()
+    old_sql = f"SELECT {cols} FROM corr WHERE series_id = ?{cond}{order}"
+    if newest_first:
+        if limit is None:
+            return recent + db.conn.execute(old_sql, [series_id, *params]).fetchall()
+        if len(recent) >= limit:
+            return recent[:limit]
+        return recent + db.conn.execute(f"{old_sql} LIMIT {limit - len(recent)}", [series_id, *params]).fetchall()
+    rows = db.conn.execute(old_sql + lim, [series_id, *params]).fetchall() + recent
+    return rows if limit is None else rows[:limit]
 
 
 def latest_row(
     db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None
 ) -> tuple[int, dict[str, float | None]] | None:
-    sql = "SELECT ts, value, n, ci_lo, ci_hi, beta, ewma FROM corr WHERE series_id = ?"
-    params: list[object] = [series_id]
-    if at_or_before is not None:
-        sql += " AND ts <= ?"
-        params.append(at_or_before)
-    row = db.execute(sql + " ORDER BY ts DESC LIMIT 1", params).fetchone()
-    if row is None:
+    rows = _rows(db, series_id, _COLS, hi=at_or_before, newest_first=True, limit=1)
+    if not rows:
         return None
+    row = rows[0]
     return int(row[0]), dict(zip(CORR_COLUMNS, row[1:], strict=True))
 
 
 def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
-    sql = "SELECT ts, value, n, ci_lo, ci_hi, beta, ewma FROM corr WHERE series_id = ?"
-    params: list[object] = [series_id]
-    if since is not None:
-        sql += " AND ts >= ?"
-        params.append(since)
-    rows = db.execute(sql + " ORDER BY ts", params).fetchall()
+    rows = _rows(db, series_id, _COLS, lo=since)
     df = pd.DataFrame(rows, columns=["ts", *CORR_COLUMNS]).set_index("ts")
     return df.astype({c: "float64" for c in CORR_COLUMNS if c != "n"})
+
+
+def series_tail(
+    db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
+    before them, oldest first; NULL values come back as NaN.
+
+    The alert layer calls this for every series each cycle, so it reads the series' recent rows
+    once and ``corr`` once (recent rows are newer than the series' rows in ``corr``).
+    """
+    every, listed = _recent(db)
+    recent: list[tuple[Any, ...]] = []
+    if every:
+        recent = db.conn.execute(
+            f"SELECT ts, value FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? ORDER BY ts", [series_id]
+        ).fetchall()
+    if after_ts is None:
+        need = context + 1 - len(recent)
+        old = db.conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, need]
+        ).fetchall()[::-1] if need > 0 else []
+        rows = (old + recent)[-(context + 1) :]
+    else:
+        before = [r for r in recent if r[0] <= after_ts]
+        need = max(context - len(before), 0)
+        if before:  # every row in corr is older than these: none of them is new
+            old = db.conn.execute(
+                "SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
+                [series_id, after_ts, need],
+            ).fetchall()[::-1] if need else []
+        else:
+            old = sorted(db.conn.execute(
+                "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
+                "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
+                [series_id, after_ts, series_id, after_ts, need],
+            ).fetchall())
+        rows = old + recent
+        first_new = next((i for i, r in enumerate(rows) if r[0] > after_ts), len(rows))
+        rows = rows[max(first_new - context, 0) :]
+    ts = np.array([r[0] for r in rows], dtype=np.int64)
+    val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+    return ts, val
+
+
+def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
+    """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
+    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
+    cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
+    every, listed = _recent(db)
+    recent = f"SELECT value, ts FROM corr_recent WHERE ts IN ({listed}) AND {cond}" if every else None
+    src = f"SELECT value, ts FROM corr WHERE {cond}" + (f" UNION ALL {recent}" if recent else "")
+    params = [series_id, ts] * (2 if recent else 1)
+    le, n, first = db.conn.execute(
+        f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
+    ).fetchone()
+    return int(le), int(n), None if first is None else int(first)
+
+
+def latest_ts(db: sqlite_utils.Database) -> int | None:
+    """The newest observation with a stored row, any series."""
+    row = db.execute("SELECT max(t) FROM (SELECT max(ts) AS t FROM corr UNION ALL SELECT max(ts) FROM corr_recent)")
+    got = row.fetchone()[0]
+    return None if got is None else int(got)
+
+
+def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
+    """Stored rows (of one timeframe's series if given)."""
+    if timeframe is None:
+        sql, params = "SELECT (SELECT count(*) FROM corr) + (SELECT count(*) FROM corr_recent)", []
+    else:
+        sql = (
+            "SELECT count(*) FROM (SELECT series_id FROM corr UNION ALL SELECT series_id FROM corr_recent) c "
+            "JOIN series s ON s.id = c.series_id WHERE s.timeframe = ?"
+        )
+        params = [timeframe]
+    return int(db.execute(sql, params).fetchone()[0])
+
+
+# ---- checkpoints --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -91,6 +320,38 @@ def save_checkpoints(db: sqlite_utils.Database, timeframe: str, items: Sequence[
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [(a, b, timeframe, c.last_ts, c.n_returns, c.wmax, c.lam, c.state) for a, b, c in items],
     )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Per timeframe: every pair of the ``layout`` (a fingerprint of pairs and windows) has
+    its rows stored through observation ``stepped_to``; the two rotating cursors."""
+
+    stepped_to: int | None
+    layout: str
+    checkpoint_cursor: int
+    compact_cursor: int
+
+
+def load_progress(db: sqlite_utils.Database, timeframe: str) -> Progress:
+    row = db.execute(
+        "SELECT stepped_to, layout, checkpoint_cursor, compact_cursor FROM corr_progress WHERE timeframe = ?",
+        [timeframe],
+    ).fetchone()
+    if row is None:
+        return Progress(None, "", 0, 0)
+    return Progress(None if row[0] is None else int(row[0]), str(row[1]), int(row[2]), int(row[3]))
+
+
+def save_progress(db: sqlite_utils.Database, timeframe: str, p: Progress) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO corr_progress (timeframe, stepped_to, layout, checkpoint_cursor, compact_cursor) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [timeframe, p.stepped_to, p.layout, p.checkpoint_cursor, p.compact_cursor],
+    )
+
+
+# ---- dirty markers ------------------------------------------------------------------------
 
 
 def read_dirty(db: sqlite_utils.Database) -> list[tuple[str, str, int, int]]:

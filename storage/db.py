@@ -6,8 +6,14 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
 - ``bars``        OHLCV per asset × timeframe × ts (UTC epoch seconds; 1d bars at 00:00 UTC
                   of their date — the NYSE session date for equities, the UTC day for crypto)
 - ``series``      one row per pair × timeframe × window (an integer id keeps ``corr`` small)
-- ``corr``        per series × observation ts: value, n, ci_lo, ci_hi, beta, ewma
-- ``pair_state``  engine checkpoint per pair × timeframe (last ts, return buffers, EWMA sums)
+- ``corr``        per series × observation ts: value, n, ci_lo, ci_hi, beta, ewma; keyed
+                  (series_id, ts) so one series' history is contiguous
+- ``corr_recent`` the same columns keyed (ts, series_id): the last bars' rows, appended cheaply
+                  and moved into ``corr`` a slice of series at a time (see `storage.corr`)
+- ``corr_progress`` per timeframe: rows stored through which observation, for which pairs and
+                  windows, and the rotating checkpoint / compaction cursors
+- ``pair_state``  engine checkpoint per pair × timeframe (last ts, return buffers, EWMA sums);
+                  saved in rotation, so one may be older than the pair's rows (replay is exact)
 - ``dirty``       per asset × timeframe, the earliest bar ts changed since the last compute
                   (``seq`` bumps on every change, so a compute only clears what it saw)
 - ``feed_status`` last success / last error per source × asset, for /status
@@ -38,7 +44,7 @@ import sqlite_utils
 
 from core.errors import ConfigError, CorrbotError, StorageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -157,8 +163,37 @@ def _v4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5_corr_recent(db: sqlite_utils.Database) -> None:
+    # Issue 10 (storage layout for 10,000 pairs). Existing rows stay in ``corr``; the view
+    # now reads both tables. corr_progress starts empty: the first update then takes each
+    # pair's stored rows as its progress (the slow path of a changed layout).
+    db.executescript(
+        """
+        CREATE TABLE corr_recent (
+            ts INTEGER NOT NULL, series_id INTEGER NOT NULL REFERENCES series(id),
+            value REAL, n INTEGER NOT NULL, ci_lo REAL, ci_hi REAL, beta REAL, ewma REAL,
+            PRIMARY KEY (ts, series_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE corr_progress (
+            timeframe TEXT PRIMARY KEY, stepped_to INTEGER, layout TEXT NOT NULL,
+            checkpoint_cursor INTEGER NOT NULL DEFAULT 0, compact_cursor INTEGER NOT NULL DEFAULT 0
+        );
+        DROP VIEW IF EXISTS corr_view;
+        CREATE VIEW corr_view AS
+            SELECT s.a, s.b, s.timeframe, s.window,
+                   CASE WHEN s.timeframe = '1d' THEN date(c.ts, 'unixepoch')
+                        ELSE datetime(c.ts, 'unixepoch') END AS asof,
+                   c.value, c.n, c.ci_lo, c.ci_hi, c.beta, c.ewma
+            FROM (SELECT series_id, ts, value, n, ci_lo, ci_hi, beta, ewma FROM corr
+                  UNION ALL
+                  SELECT series_id, ts, value, n, ci_lo, ci_hi, beta, ewma FROM corr_recent) c
+            JOIN series s ON s.id = c.series_id;
+        """
+    )
+
+
 # Index i migrates a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5_corr_recent]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -168,6 +203,7 @@ TABLES = frozenset({
     "meta", "bars", "series", "corr", "pair_state", "dirty", "feed_status", "push_chats",
     "alert_state", "episodes", "outbox", "outbox_episodes", "mutes", "rule_overrides",
     "series_fingerprint",
+    "corr_recent", "corr_progress",
 })
 DEFAULT_BUSY_TIMEOUT = 30.0
 

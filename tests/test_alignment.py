@@ -19,6 +19,7 @@ from monitors.align import crypto_obs, equity_obs, grid, pair_returns
 from service.pipeline import update_correlations
 from service.queries import corr_readings
 from service.sync import import_csv
+from storage import corr as corr_store
 from storage.bars import read_bars
 from storage.db import open_db
 
@@ -86,12 +87,9 @@ def test_hourly_pipeline_matches_pandas(hourly_db, data_dir: Path) -> None:  # t
         return np.concatenate([[False], d[1:] == d[:-1]])
 
     exp = expected(btc, eq, 35, cfg.correlation.ewma_lambda, same_session=same_session)
-    rows = db.execute(
-        "SELECT c.ts, value, ci_lo, ci_hi, beta, ewma, n FROM corr c JOIN series s ON s.id = c.series_id "
-        "WHERE s.timeframe = '1h' AND s.window = 35 ORDER BY c.ts"
-    ).fetchall()
-    got = pd.DataFrame(rows, columns=["ts", "value", "ci_lo", "ci_hi", "beta", "ewma", "n"]).astype(float)
-    got.index = pd.DatetimeIndex(pd.to_datetime(got.pop("ts").astype("int64"), unit="s", utc=True))
+    (sid,) = [i for (i,) in db.execute("SELECT id FROM series WHERE timeframe = '1h' AND window = 35")]
+    got = corr_store.read_series(db, sid)[["value", "ci_lo", "ci_hi", "beta", "ewma", "n"]].astype(float)
+    got.index = pd.DatetimeIndex(pd.to_datetime(got.index.astype("int64"), unit="s", utc=True))
     assert len(got) > 2500
     assert list(got.index) == list(exp.index)
     for col in ("value", "ci_lo", "ci_hi", "beta", "ewma", "n"):

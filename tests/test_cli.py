@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlite_utils
 from conftest import DEMO_DATA, REPO, TEST_DATA
 from reference import basket, daily_close, expected
 
 from core.config import Config
 from service.cli import main
 from service.demo import DEMO_TOML, build_demo_db, demo_files
+from storage import corr as corr_store
 
 TOL = 1e-9
 ASOF = "2025-08-22"
@@ -452,7 +454,7 @@ def test_demo_command_twice(demo: Demo, tmp_path: Path, capsys: pytest.CaptureFi
     assert f"database: {db}" in out
     first = bars_dump(db)
     with sqlite3.connect(db) as conn:
-        n_corr = conn.execute("SELECT count(*) FROM corr").fetchone()[0]
+        n_corr = corr_store.count_rows(sqlite_utils.Database(conn))
     assert n_corr > 100_000
 
     rc, out2, err = run(capsys, "demo", "--db", str(db))
@@ -463,7 +465,7 @@ def test_demo_command_twice(demo: Demo, tmp_path: Path, capsys: pytest.CaptureFi
     assert "1d: 0 rows, 0 new observations" in out2
     assert bars_dump(db) == first
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM corr").fetchone()[0] == n_corr
+        assert corr_store.count_rows(sqlite_utils.Database(conn)) == n_corr
     # Same tables (the import/summary lines aside).
     assert out2.split("\n\n", 1)[1] == out.split("\n\n", 1)[1]
 

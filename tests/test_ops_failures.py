@@ -121,7 +121,7 @@ def test_locked_by_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with tmpfs(tmp_path / "small", "200k") as d:
+    with tmpfs(tmp_path / "small", "224k") as d:  # room for the schema (5), not for the import
         db = d / "corrbot.db"
         corrbot_db(db)
         before = sqlite3.connect(db).execute("SELECT * FROM bars").fetchall()
