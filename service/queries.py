@@ -35,7 +35,6 @@ from core.models import (
 )
 from core.rules import DivergenceRule
 from monitors.align import pair_returns
-from monitors.analysis import percentile_of
 from monitors.rules import divergence_signal
 from monitors.stats import pearson
 from service.pipeline import build_panel
@@ -130,13 +129,13 @@ def corr_readings(
 
 
 def standing(db: sqlite_utils.Database, sid: int, ts: int, value: float, timeframe: str) -> Standing | None:
-    """Where ``value`` (the series' value at ``ts``) stands among its stored values up to ``ts``."""
-    hist = corr_store.read_series(db, sid)
-    vals = hist["value"][hist.index <= ts].dropna()
-    if vals.empty:
+    """Where ``value`` (the series' value at ``ts``) stands among its stored values up to ``ts``:
+    the share at or below it (`monitors.analysis.percentile_of`), counted in SQLite so a reply
+    does not read the series' whole history out."""
+    at_or_below, n, first = corr_store.rank_at(db, sid, ts, value)
+    if n == 0 or first is None:
         return None
-    pct = percentile_of(vals.to_numpy(np.float64), value)
-    return Standing(pct, iso(int(vals.index[0]), timeframe) or "", len(vals))
+    return Standing(100.0 * at_or_below / n, iso(first, timeframe) or "", n)
 
 
 def with_standing(db: sqlite_utils.Database, cfg: Config, r: CorrReading) -> CorrReading:
