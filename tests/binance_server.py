@@ -20,8 +20,10 @@ Data:
 Scripting: ``now_ms`` is the server clock — klines opening after it do not exist yet and the one
 containing it is returned still forming (a 1d candle then aggregates only the hours so far).
 ``fail(...)`` (or `rate_limited`, `unavailable`, `banned`, `invalid_symbol`) queues failures for
-the next N matching requests; ``patch(...)`` serves bad values for one kline; ``requests``
-records every request (path, query, status) and ``count(path, **query)`` counts them.
+the next N matching requests, `stall` leaves them unanswered for a while; ``patch(...)`` serves
+bad values for one kline; ``mangled = N`` serves the next N klines answers with every candle
+twice, newest first; ``requests`` records every request (path, query, status, arrival time) and
+``count(path, **query)`` counts them.
 
     async with BinanceServer(csv_path) as server:
         server.rate_limited(times=2)
@@ -31,7 +33,9 @@ records every request (path, query, status) and ``count(path, **query)`` counts 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -104,6 +108,7 @@ class Failure:
     path: str | None  # None = any path
     symbol: str | None  # None = any (or no) symbol
     remaining: int | None  # None = forever
+    delay: float = 0.0  # seconds before answering (longer than the client's timeout: a stall)
 
     def matches(self, path: str, symbol: str | None) -> bool:
         return (self.path is None or self.path == path) and (
@@ -116,6 +121,7 @@ class Seen:
     path: str
     query: dict[str, str]
     status: int = 200
+    t: float = field(default_factory=time.monotonic)  # arrival
 
 
 @dataclass
@@ -127,6 +133,7 @@ class BinanceServer:
     failures: list[Failure] = field(default_factory=list)
     # (symbol, interval, open_ms) -> column values served instead of the data's (bad candles)
     patches: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
+    mangled: int = 0  # the next N klines answers repeat every candle and come newest first
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -176,6 +183,11 @@ class BinanceServer:
         """The next ``times`` matching requests (None = all) get ``status`` and ``body``."""
         text = body if isinstance(body, str) else json.dumps(body)
         self.failures.append(Failure(status, text, dict(headers or {}), path, symbol, times))
+
+    def stall(self, seconds: float, *, times: int | None = 1, path: str | None = "/api/v3/klines",
+              symbol: str | None = None) -> None:
+        """The next ``times`` matching requests get no answer for ``seconds`` (then a 504)."""
+        self.failures.append(Failure(504, "<html>504 Gateway Time-out</html>", {}, path, symbol, times, seconds))
 
     def rate_limited(self, times: int | None = 1, retry_after: int = 1, **kw: Any) -> None:
         msg = "Too many requests; current limit of IP is 6000 requests per minute."
@@ -235,6 +247,8 @@ class BinanceServer:
                 if f.remaining is not None:
                     f.remaining -= 1
                 seen.status = f.status
+                if f.delay:
+                    await asyncio.sleep(f.delay)
                 ctype = "application/json" if f.body.startswith("{") else "text/html"
                 return web.Response(status=f.status, text=f.body, headers=f.headers,
                                     content_type=ctype)
@@ -303,11 +317,15 @@ class BinanceServer:
         rows = rows.iloc[:limit] if start is not None else rows.iloc[-limit:]
         step = INTERVAL_MS[interval]
         zero = "0.00000000"
-        return [
+        out = [
             [int(t), f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", f"{v:.8f}", int(t) + step - 1,
              f"{qv:.8f}", int(n), zero, zero, "0"]
             for t, o, h, lo, c, v, qv, n in rows.itertuples(name=None)
         ]
+        if self.mangled > 0:
+            self.mangled -= 1
+            out = [row for row in reversed(out) for _ in range(2)]
+        return out
 
 
 class _ApiError(Exception):

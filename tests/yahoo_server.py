@@ -15,7 +15,8 @@ the same JSON shape from the real CSVs of ``data_dir`` (tests/data): daily OHLCV
 (`HOURLY_CSVS`). Bars are keyed by their start time (daily:
 the 09:30 ET session open, as Yahoo does) and served when ``period1 <= start < period2``.
 
-Scripting: `fail_next` (429/500 for the next N chart requests), `rescale` (simulate Yahoo
+Scripting: `fail_next` (429/500 for the next N chart requests; 200: an empty frame, a chart
+with no bars), `rescale` (simulate Yahoo
 back-adjusting history after a dividend), ``now`` (bars starting after it are not served,
 the in-progress bar is — like Yahoo), ``log`` (every request). Unknown symbols get Yahoo's
 real 404 body.
@@ -281,6 +282,11 @@ class YahooServer:
                 if path.startswith("/v8/finance/chart/"):
                     symbol = path.rsplit("/", 1)[1]
                     fault = server._take_fault(symbol)
+                    if fault == 200:  # an empty frame: the chart shape with no bars in it
+                        meta = server._meta(symbol, params.get("interval", "1d"), [])
+                        empty = {"meta": meta, "indicators": {"quote": [{}]}}
+                        self._json(200, {"chart": {"result": [empty], "error": None}})
+                        return 200
                     if fault == 429:
                         self._send(429, b"Edge: Too Many Requests", "text/plain")
                         return 429
