@@ -102,16 +102,20 @@ def _retry_after(headers: dict[str, str] | None) -> float | None:
 
 def _honour_retry_after(ex: accxt.Exchange) -> None:
     """ccxt turns a 429/418 into DDoSProtection and drops the headers; this hook sees them first
-    (``handle_errors`` gets each response's own headers, so concurrent requests do not mix)."""
+    (``handle_errors`` gets each response's own headers, so concurrent requests do not mix).
+    It also stops ccxt reading a truncated JSON body as "no candles" (it parses it to None and
+    fetch_ohlcv returns []), which would end paging early without a word: that is retried."""
     inner = ex.handle_errors
 
     def handle_errors(code: int, reason: str, url: str, method: str, headers: dict[str, str],
-                      body: str, *rest: Any) -> Any:
+                      body: str, response: Any = None, *rest: Any) -> Any:
         wait = _retry_after(headers) if code in (418, 429) else None
         if wait is not None:
             cls = _LongRetryAfter if wait > RETRY_AFTER_MAX else RetryAfterError
             raise cls(f"{ex.id} {code} {reason}: retry after {wait:g}s", wait)
-        return inner(code, reason, url, method, headers, body, *rest)
+        if 200 <= code < 300 and response is None and (body or "").lstrip()[:1] in ("[", "{"):
+            raise accxt.BadResponse(f"{ex.id} {code}: malformed JSON in the answer ({len(body)} bytes)")
+        return inner(code, reason, url, method, headers, body, response, *rest)
 
     ex.handle_errors = handle_errors  # type: ignore[method-assign]
 

@@ -122,6 +122,7 @@ class Seen:
     query: dict[str, str]
     status: int = 200
     t: float = field(default_factory=time.monotonic)  # arrival
+    faulted: bool = False  # answered by a scripted failure or mangled
 
 
 @dataclass
@@ -246,7 +247,7 @@ class BinanceServer:
             if f.remaining != 0 and f.matches(request.path, query.get("symbol")):
                 if f.remaining is not None:
                     f.remaining -= 1
-                seen.status = f.status
+                seen.status, seen.faulted = f.status, True
                 if f.delay:
                     await asyncio.sleep(f.delay)
                 ctype = "application/json" if f.body.startswith("{") else "text/html"
@@ -322,8 +323,9 @@ class BinanceServer:
              f"{qv:.8f}", int(n), zero, zero, "0"]
             for t, o, h, lo, c, v, qv, n in rows.itertuples(name=None)
         ]
-        if self.mangled > 0:
+        if self.mangled > 0 and out:
             self.mangled -= 1
+            self.requests[-1].faulted = True
             out = [row for row in reversed(out) for _ in range(2)]
         return out
 

@@ -209,6 +209,19 @@ async def test_retry_after_is_honoured_and_a_ban_is_not_slept_through(server, db
     assert sleeps.delays == [] and server.count("/api/v3/klines") == 1
 
 
+async def test_truncated_json_is_retried_not_read_as_the_end_of_the_data(server, db, data_dir) -> None:
+    """ccxt parses a cut-off body to None and fetch_ohlcv then returns [], which looks like "no
+    more candles": the poll would stop early without a word. It is a temporary error instead."""
+    server.fail(200, '[[1677628800000,"23141.', times=1, path="/api/v3/klines", symbol="BTCUSDT")
+    sleeps = Sleeps()
+    results = await poll_crypto(db, make_cfg({"binance": server.url}), assets=["BTC"],
+                                timeframes=("1h",), now_ms=NOW, sleep=sleeps, reported=set())
+    assert results[0].ok, results[0].error
+    assert sleeps.delays == [0.5]
+    expected = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
+    pd.testing.assert_frame_equal(read_bars(db, "BTC", "1h"), expected, check_exact=True)
+
+
 async def test_persistent_failure_reports_error_and_spares_other_assets(
     server, db, caplog
 ) -> None:

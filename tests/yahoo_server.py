@@ -86,6 +86,7 @@ class YahooServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self.faults_served = 0
         self._scale: dict[tuple[str, str], tuple[float, int | None]] = {}
         self._patches: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
         self._series: dict[tuple[str, str], pd.DataFrame] = {}
@@ -123,6 +124,13 @@ class YahooServer:
     def patch(self, symbol: str, ts: int, interval: str = "1d", **values: float | None) -> None:
         """Serve ``values`` (e.g. ``close=None`` → JSON null) for the bar starting at ``ts``."""
         self._patches.setdefault((symbol, interval), {})[ts] = values
+
+    def clear_patches(self) -> None:
+        self._patches.clear()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
 
     def chart_log(self, symbol: str | None = None, history_only: bool = True) -> list[Logged]:
         return [
@@ -240,6 +248,7 @@ class YahooServer:
             for f in self._faults:
                 if f.remaining > 0 and (f.symbols is None or symbol in f.symbols):
                     f.remaining -= 1
+                    self.faults_served += 1
                     return f.status
         return None
 
