@@ -27,12 +27,12 @@ from service_harness import REPO, corrbot, poll, sigterm, spawn
 from yahoo_server import YahooServer
 
 from storage import corr as corr_store
-from storage.bars import read_bars
+from storage.bars import read_bars, upsert_bars
 from storage.db import open_db
 
 DATA = REPO / "tests" / "data"
 BTC_CSV = DATA / "intraday" / "BTCUSDT_1h_binance_2023-2026.csv"
-SEED_SINCE = "2024-12-02"
+SEED_SINCE = "2025-01-21"
 D0 = "2025-03-31"  # the seed's last day; the runs then walk the clock to 2025-07-11
 CRYPTO = ("BTC", "ETH", "SOL")
 EQUITY = ("IWM", "QQQ")
@@ -166,11 +166,12 @@ async def close_world(world: World) -> None:
     world.yahoo.__exit__()
 
 
-def build_seed(where: Path) -> Path:
-    """`corrbot backfill --since SEED_SINCE` with the servers at D0 (run once per session)."""
+def build_seed(where: Path, until: str = D0) -> Path:
+    """`corrbot backfill --since SEED_SINCE` with the servers at ``until`` (run once per session)."""
 
     async def go() -> None:
         world = await make_world(where, None)
+        world.set_clock(until)
         try:
             out = await corrbot(world.cfg, "backfill", "--since", SEED_SINCE, **world.child_env())
             assert "error" not in out, out
@@ -179,6 +180,21 @@ def build_seed(where: Path) -> Path:
 
     asyncio.run(go())
     return where / "corrbot.db"
+
+
+def write_equities(db_path: Path, full: Path, day: str) -> None:
+    """The equity bars of ``full`` (a backfill to the end) up to ``day``, stored as the Yahoo
+    feed stores them — for runs whose only cycle is the start-up one (crypto only)."""
+    src, dst = open_db(full, readonly=True), open_db(db_path, busy_timeout=30)
+    try:
+        end = day_ms(day) // 1000 + 86_400
+        for asset in EQUITY:
+            for tf in ("1d", "1h"):
+                bars = read_bars(src, asset, tf)
+                upsert_bars(dst, asset, tf, bars[bars.index < end], "yahoo")
+    finally:
+        src.conn.close()
+        dst.conn.close()
 
 
 # ---- what is checked after each fault --------------------------------------------------------
