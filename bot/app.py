@@ -12,7 +12,7 @@ import logging
 import time
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -52,7 +52,9 @@ class ErrorReporter:
     async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         err = context.error
         self.count += 1
-        log.error("error while handling an update: %r", err, exc_info=err)
+        # Telegram unreachable (an outage, a timeout) is not our bug: one line, no traceback.
+        offline = isinstance(err, NetworkError) and not isinstance(err, BadRequest)
+        log.error("error while handling an update: %r", err, exc_info=None if offline else err)
         kind = type(err).__name__
         if isinstance(update, Update) and update.effective_chat is not None:
             try:

@@ -28,6 +28,7 @@ import contextlib
 import html
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -53,7 +54,7 @@ from service.instance import InstanceLock
 from service.lifecycle import BOT_STOP_SECONDS, Service, Work
 from service.pipeline import UpdateReport, update_correlations
 from service.sync import poll_crypto, poll_equities
-from storage.db import open_db
+from storage.db import explain, open_db
 from storage.push_chats import PushChats
 
 log = logging.getLogger("corrbot.runner")
@@ -104,11 +105,16 @@ class PollCycle:
             if self.deliver is not None:
                 await self.deliver()
         except Exception as exc:
-            log.exception("poll cycle failed")
+            if isinstance(exc, sqlite3.Error):  # disk full, I/O error, locked: one line says what to do
+                why = str(explain(exc, self.cfg.storage.path, busy_timeout=self.cfg.storage.busy_timeout_seconds))
+                log.error("poll cycle failed: %s", why)
+            else:
+                why = f"{type(exc).__name__}: {exc}"
+                log.exception("poll cycle failed")
             if not self.failing:
                 self.failing = True
-                await self._push(f"corrbot: poll cycle failed: {type(exc).__name__}: {exc}")
-            return f"poll cycle failed: {type(exc).__name__}: {exc}"
+                await self._push(f"corrbot: poll cycle failed: {why}")
+            return f"poll cycle failed: {why}"
         self.cycles += 1
         summary = (
             f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
