@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -283,12 +282,3 @@ def token_leaks(world: World, extra_text: str = "") -> list[str]:
             if pattern.search(text):
                 found.append(f"{where}: {pattern.pattern}")
     return found
-
-
-def figures(path: Path, **kv: Any) -> str:
-    """One line of figures for the report, printed and appended to ``path``."""
-    line = "; ".join(f"{k}={v}" for k, v in kv.items())
-    print(line)
-    with path.open("a") as fh:
-        fh.write(line + "\n")
-    return line

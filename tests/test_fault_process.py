@@ -88,6 +88,7 @@ async def disk_full(world: World, clean: World) -> str:
         alerts = [t for t in delivered(world.bot, chat) if "poll cycle" not in t]
         assert alerts == [t for t in delivered(clean.bot, chat) if "poll cycle" not in t], chat
     assert "Traceback" not in log.read_text()
+    assert token_leaks(world) == []
     return f"disk full: 1 poll failed, recovered; alerts {len(want.outbox)} expected, stop {took:.2f}s"
 
 
