@@ -14,7 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from test_service_stop import REPO, closed_url, env, until, write_config
+from service_harness import REPO, closed_url, env, until
+from test_service_stop import write_config
 
 from storage.db import open_db
 
