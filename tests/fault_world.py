@@ -130,8 +130,8 @@ token_check_seconds = 2
         await self.bot.wait_for("setMyCommands", count=ready + 1, timeout=90)
         return proc
 
-    async def poll(self) -> str:
-        return await poll(self.bot)
+    async def poll(self, *, may_fail: bool = False) -> str:
+        return await poll(self.bot, may_fail=may_fail)
 
     async def stop(self, proc: asyncio.subprocess.Process, what: str = "end of run") -> float:
         return await sigterm(proc, self.logs[-1], what)
@@ -239,7 +239,7 @@ def snapshot(db_path: Path) -> Snapshot:
             corr[(a, b)] = corr_store.read_series(db, sid)
         eps = db.execute("SELECT id, rule, key, fired_ts, resolved_ts FROM episodes ORDER BY id").fetchall()
         index = {int(r[0]): (str(r[1]), str(r[2]), int(r[3])) for r in eps}
-        outbox = [tuple(map(str, r)) for r in db.execute(
+        outbox = [(str(c), str(k), str(t), str(s)) for c, k, t, s in db.execute(
             "SELECT chat, kind, text, status FROM outbox ORDER BY id").fetchall()]
         sent: dict[str, set[tuple[int, str]]] = {}
         for chat, kind, eid in db.execute(
@@ -247,8 +247,8 @@ def snapshot(db_path: Path) -> Snapshot:
                 "WHERE o.status = 'sent'").fetchall():
             sent.setdefault(str(chat), set()).add((int(eid), str(kind)))
         named = {c: {(index[e][0], index[e][1], index[e][2], k) for e, k in s} for c, s in sent.items()}
-        return Snapshot(bars, corr, sorted((r[1], r[2], r[3], r[4]) for r in eps), outbox,  # type: ignore[misc]
-                        named)  # type: ignore[arg-type]
+        episodes = sorted((str(r[1]), str(r[2]), int(r[3]), None if r[4] is None else int(r[4])) for r in eps)
+        return Snapshot(bars, corr, episodes, outbox, named)
     finally:
         db.conn.close()
 

@@ -125,10 +125,11 @@ async def drive(world: World, faults: Faults | None) -> tuple[str, float]:
             lasting = faults.before(i) if faults else False
             if faults and i == 4:
                 sol_at_delisting = snapshot(world.db_path).bars[("SOL", "1h")]
-            text = await world.poll()
+            text = await world.poll()  # "done": feed errors are counted in it, a DB error would fail it
             if faults:
                 faults.after(i)
             if lasting:
+                assert "done" in text, f"step {i}: {text}"
                 text = await world.poll()
             assert proc.returncode is None, f"step {i}: the service died"
             assert integrity(world.db_path) == "ok", f"step {i}"
