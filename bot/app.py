@@ -146,6 +146,7 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     """
     host = host_of(app.bot.base_url)
     logging.getLogger("telegram.request.BaseRequest").addFilter(_ONE_LINE_BAD_JSON)
+    logging.getLogger("asyncio").addFilter(_ONE_LINE_LOST_POLLING_ERROR)
     try:
         await app.initialize()
         await app.bot.set_my_commands(bot_commands())
@@ -200,6 +201,22 @@ class _OneLineBadJson(logging.Filter):
 
 
 _ONE_LINE_BAD_JSON = _OneLineBadJson()
+
+
+class _OneLineLostPollingError(logging.Filter):
+    """Stopping while a getUpdates is answered badly can leave PTB's polling task with an
+    exception nobody retrieves; asyncio then logs it with a traceback. It is a Telegram error we
+    already report in one line: keep it one line here too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TelegramError):
+            record.msg, record.args = "a Telegram request failed as the bot stopped: %s", (redact.redact(str(exc)),)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE_LOST_POLLING_ERROR = _OneLineLostPollingError()
 
 
 class _OneLineInvalidToken(logging.Filter):
