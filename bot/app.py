@@ -12,7 +12,7 @@ import logging
 import time
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -53,7 +53,9 @@ class ErrorReporter:
     async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         err = context.error
         self.count += 1
-        log.error("error while handling an update: %r", err, exc_info=err)
+        # Telegram unreachable (an outage, a timeout) is not our bug: one line, no traceback.
+        offline = isinstance(err, NetworkError) and not isinstance(err, BadRequest)
+        log.error("error while handling an update: %r", err, exc_info=None if offline else err)
         kind = type(err).__name__
         if isinstance(update, Update) and update.effective_chat is not None:
             try:
@@ -142,7 +144,9 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     A rejected token becomes a ConfigError and an unreachable API a CorrbotError, so
     `corrbot run` exits with one clear line (and systemd restarts it) instead of a traceback.
     """
-    host = _host(app.bot.base_url)
+    host = host_of(app.bot.base_url)
+    logging.getLogger("telegram.request.BaseRequest").addFilter(_ONE_LINE_BAD_JSON)
+    logging.getLogger("asyncio").addFilter(_ONE_LINE_LOST_POLLING_ERROR)
     try:
         await app.initialize()
         await app.bot.set_my_commands(bot_commands())
@@ -156,6 +160,8 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
             f"cannot reach the Telegram Bot API at {host}: {redact.redact(str(exc))}"
         ) from None
     except TelegramError as exc:  # e.g. a 400 from a proxy or self-hosted server: one line, redacted
+        if not_the_bot_api(exc):
+            raise CorrbotError(NOT_THE_BOT_API.format(host=host)) from None
         raise CorrbotError(
             f"the Telegram Bot API at {host} refused to start the bot: {first_line(redact.redact(str(exc)))}"
         ) from None
@@ -169,6 +175,48 @@ async def start(app: Application, *, poll_timeout: int = 10) -> None:  # type: i
     except InvalidToken:  # revoked between getMe and the first getUpdates
         raise ConfigError(f"the Bot API at {host} rejected the token (revoked or changed?)", "telegram") from None
     log.info("bot @%s is polling %s", app.bot.username, host)
+
+
+NOT_THE_BOT_API = (
+    "the Telegram Bot API at {host} answers with something that is not the Bot API (HTTP 200, not JSON: "
+    "a captive portal or a misrouted proxy?); check telegram.base_url and telegram.proxy"
+)
+
+
+def not_the_bot_api(exc: Exception) -> bool:
+    """PTB's error for an answer that is not JSON (it has no class of its own)."""
+    return type(exc) is TelegramError and exc.message == "Invalid server response"
+
+
+class _OneLineBadJson(logging.Filter):
+    """PTB logs a non-JSON answer (a whole HTML page) with a traceback, then raises; we say
+    what it means ourselves (`start`, `service.runner`), so one short line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()  # already formatted (and redacted) by bot.redact's record factory
+        if record.exc_info and msg.startswith("Can not load invalid JSON data"):
+            record.msg, record.args = "the Bot API answer is not JSON: %s", (" ".join(msg.split())[32:150],)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE_BAD_JSON = _OneLineBadJson()
+
+
+class _OneLineLostPollingError(logging.Filter):
+    """Stopping while a getUpdates is answered badly can leave PTB's polling task with an
+    exception nobody retrieves; asyncio then logs it with a traceback. It is a Telegram error we
+    already report in one line: keep it one line here too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TelegramError):
+            record.msg, record.args = "a Telegram request failed as the bot stopped: %s", (redact.redact(str(exc)),)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE_LOST_POLLING_ERROR = _OneLineLostPollingError()
 
 
 class _OneLineInvalidToken(logging.Filter):
@@ -221,5 +269,5 @@ def _polling_error(exc: Exception) -> None:
     log.warning("getUpdates failed: %s", redact.redact(str(exc)))
 
 
-def _host(url: str) -> str:
+def host_of(url: str) -> str:
     return url.split("/bot", 1)[0]  # never log the part after /bot: it is the token

@@ -10,6 +10,8 @@
 
 Temporary trouble (network, rate limits, maintenance, HTTP 429/418/5xx) is retried; permanent
 trouble (unknown symbol, bad request, auth) is not, and is logged once per (exchange, symbol).
+A 429/418 with a ``Retry-After`` header is retried no sooner than it says; one asking for more
+than `RETRY_AFTER_MAX` seconds ends this poll's attempts for that request (the next poll tries).
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ _REPORTED: set[tuple[str, str]] = set()
 # Order matters: these are ExchangeError subclasses, and any other ccxt error is retried.
 _PERMANENT = (accxt.BadRequest, accxt.AuthenticationError, accxt.NotSupported)
 _TEMPORARY = (accxt.BaseError, aiohttp.ClientError, TimeoutError, OSError)
+RETRY_AFTER_MAX = 300.0  # longer waits (an IP ban) are not slept through inside a poll cycle
+
+
+class RetryAfterError(accxt.RateLimitExceeded):  # type: ignore[misc]
+    """A 429/418 that said how long to wait (``Retry-After``, seconds)."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after = seconds
+
+
+class _LongRetryAfter(RetryAfterError):
+    """A wait over `RETRY_AFTER_MAX`: not retried within this poll."""
+
+
 _URL = re.compile(r"[a-z]+://\S+", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]{0,200}>")
 
@@ -69,7 +86,38 @@ def make_exchange(exchange_id: str, feeds: FeedsConfig) -> accxt.Exchange:
     base = feeds.ccxt_urls.get(exchange_id)
     if base:
         ex.urls["api"] = _rebase(ex.urls["api"], base)
+    _honour_retry_after(ex)
     return ex
+
+
+def _retry_after(headers: dict[str, str] | None) -> float | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # an HTTP date: rare for exchanges; the backoff applies
+    return None
+
+
+def _honour_retry_after(ex: accxt.Exchange) -> None:
+    """ccxt turns a 429/418 into DDoSProtection and drops the headers; this hook sees them first
+    (``handle_errors`` gets each response's own headers, so concurrent requests do not mix).
+    It also stops ccxt reading a truncated JSON body as "no candles" (it parses it to None and
+    fetch_ohlcv returns []), which would end paging early without a word: that is retried."""
+    inner = ex.handle_errors
+
+    def handle_errors(code: int, reason: str, url: str, method: str, headers: dict[str, str],
+                      body: str, response: Any = None, *rest: Any) -> Any:
+        wait = _retry_after(headers) if code in (418, 429) else None
+        if wait is not None:
+            cls = _LongRetryAfter if wait > RETRY_AFTER_MAX else RetryAfterError
+            raise cls(f"{ex.id} {code} {reason}: retry after {wait:g}s", wait)
+        if 200 <= code < 300 and response is None and (body or "").lstrip()[:1] in ("[", "{"):
+            raise accxt.BadResponse(f"{ex.id} {code}: malformed JSON in the answer ({len(body)} bytes)")
+        return inner(code, reason, url, method, headers, body, response, *rest)
+
+    ex.handle_errors = handle_errors  # type: ignore[method-assign]
 
 
 def _rebase(api: Any, base: str) -> Any:
@@ -105,8 +153,9 @@ async def _with_retries(
     """``call()`` through `core.retry.retry_async`; the final error becomes a FeedError."""
     try:
         return await retry_async(
-            call, retries=retries, backoff=backoff, retry_on=_TEMPORARY, give_up_on=_PERMANENT,
+            call, retries=retries, backoff=backoff, retry_on=_TEMPORARY, give_up_on=(*_PERMANENT, _LongRetryAfter),
             what=f"{source}: {what}", describe=lambda e: _clean(e, source), sleep=sleep,
+            wait_hint=lambda e: e.retry_after if isinstance(e, RetryAfterError) else None,
         )
     except _PERMANENT as exc:
         raise PermanentFeedError(source, f"{what}: {_clean(exc, source)} ({hint})") from None

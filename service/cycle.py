@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +26,7 @@ from service.health import SourceHealth
 from service.metrics import Metrics
 from service.pipeline import UpdateReport, compact_recent, update_correlations
 from service.sync import poll_crypto, poll_equities
+from storage.db import explain
 
 log = logging.getLogger("corrbot.runner")
 
@@ -84,8 +86,13 @@ class PollCycle:
             if self.metrics is not None:
                 self.metrics.cycle(ok=False, seconds=time.monotonic() - t0, now=time.time())
             what = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, sqlite3.Error):  # disk full, I/O error, locked: one line says what to do
+                what = str(explain(exc, self.cfg.storage.path, busy_timeout=self.cfg.storage.busy_timeout_seconds))
             if not self.failing:
-                log.exception("poll cycle failed")
+                if isinstance(exc, sqlite3.Error):
+                    log.error("poll cycle failed: %s", what)
+                else:
+                    log.exception("poll cycle failed")
                 self.failing = True
                 await self._push(f"corrbot: poll cycle failed: {what}")
             else:  # the traceback was logged when it began; the log policy summarises repeats

@@ -44,7 +44,7 @@ from bot.delivery import ConsoleDelivery, Delivery, DeliveryReport
 from bot.notify import ConsoleNotifier, TelegramNotifier
 from core.calendar import is_open, session_close
 from core.config import Config
-from core.errors import ConfigError
+from core.errors import ConfigError, CorrbotError
 from service.api import ServiceApi
 from service.cycle import PollCycle
 from service.digest import queue_digest
@@ -60,6 +60,7 @@ from storage.push_chats import PushChats
 log = logging.getLogger("corrbot.runner")
 CONSOLE_CHAT = "console"  # the outbox destination when there is no Telegram token
 
+NOT_JSON_RECHECK_SECONDS = 5.0  # a Bot API answering non-JSON is asked again this soon before we stop
 CRYPTO_JOB, EQUITY_JOB, DELIVERY_JOB, DIGEST_JOB = "poll crypto", "poll equities", "deliver", "digest"
 
 
@@ -278,12 +279,16 @@ async def _start_bot(app: Application) -> bool:  # type: ignore[type-arg]
 async def _watch_token(app: Application, svc: Service, every: float) -> None:  # type: ignore[type-arg]
     """PTB's polling gives up for good on a revoked token and the process would go on answering
     nobody. A getMe every ``every`` seconds notices; the service then stops with one clear line
-    and a non-zero exit, so systemd (or an operator) sees it. Network trouble is not our
-    business here: polling and delivery already retry it."""
+    and a non-zero exit, so systemd (or an operator) sees it. So does a Bot API that answers
+    with something that is not JSON twice in a row (a captive portal, a misrouted proxy): PTB
+    would retry it for ever. Network trouble is not our business here: polling and delivery
+    already retry it."""
+    recheck = False
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(min(every, NOT_JSON_RECHECK_SECONDS) if recheck else every)
         try:
             await app.bot.get_me()
+            recheck = False
         except InvalidToken:
             svc.fatal = ConfigError(
                 "the Bot API rejected the token while running (revoked or changed?): set the new token "
@@ -291,8 +296,15 @@ async def _watch_token(app: Application, svc: Service, every: float) -> None:  #
             log.error("%s", svc.fatal)
             svc.stop.set()
             return
-        except TelegramError:
-            continue
+        except TelegramError as exc:
+            if not bot_app.not_the_bot_api(exc):
+                continue
+            if recheck:  # twice in a row: not a blip. Stop (exit 1) so systemd restarts us and says so
+                svc.fatal = CorrbotError(bot_app.NOT_THE_BOT_API.format(host=bot_app.host_of(app.bot.base_url)))
+                log.error("%s", svc.fatal)
+                svc.stop.set()
+                return
+            recheck = True
 
 
 def main_run(cfg: Config, stop_event: asyncio.Event | None = None, config_path: Path | None = None) -> None:

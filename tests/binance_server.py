@@ -20,8 +20,10 @@ Data:
 Scripting: ``now_ms`` is the server clock — klines opening after it do not exist yet and the one
 containing it is returned still forming (a 1d candle then aggregates only the hours so far).
 ``fail(...)`` (or `rate_limited`, `unavailable`, `banned`, `invalid_symbol`) queues failures for
-the next N matching requests; ``patch(...)`` serves bad values for one kline; ``requests``
-records every request (path, query, status) and ``count(path, **query)`` counts them.
+the next N matching requests, `stall` leaves them unanswered for a while; ``patch(...)`` serves
+bad values for one kline; ``mangled = N`` serves the next N klines answers with every candle
+twice, newest first; ``requests`` records every request (path, query, status, arrival time) and
+``count(path, **query)`` counts them.
 
     async with BinanceServer(csv_path) as server:
         server.rate_limited(times=2)
@@ -31,7 +33,9 @@ records every request (path, query, status) and ``count(path, **query)`` counts 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -104,6 +108,7 @@ class Failure:
     path: str | None  # None = any path
     symbol: str | None  # None = any (or no) symbol
     remaining: int | None  # None = forever
+    delay: float = 0.0  # seconds before answering (longer than the client's timeout: a stall)
 
     def matches(self, path: str, symbol: str | None) -> bool:
         return (self.path is None or self.path == path) and (
@@ -116,6 +121,8 @@ class Seen:
     path: str
     query: dict[str, str]
     status: int = 200
+    t: float = field(default_factory=time.monotonic)  # arrival
+    faulted: bool = False  # answered by a scripted failure or mangled
 
 
 @dataclass
@@ -129,6 +136,7 @@ class BinanceServer:
     patches: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
     # (symbol, interval, open_ms) -> values of a second kline served right after the real one
     duplicates: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
+    mangled: int = 0  # the next N klines answers repeat every candle and come newest first
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -178,6 +186,11 @@ class BinanceServer:
         """The next ``times`` matching requests (None = all) get ``status`` and ``body``."""
         text = body if isinstance(body, str) else json.dumps(body)
         self.failures.append(Failure(status, text, dict(headers or {}), path, symbol, times))
+
+    def stall(self, seconds: float, *, times: int | None = 1, path: str | None = "/api/v3/klines",
+              symbol: str | None = None) -> None:
+        """The next ``times`` matching requests get no answer for ``seconds`` (then a 504)."""
+        self.failures.append(Failure(504, "<html>504 Gateway Time-out</html>", {}, path, symbol, times, seconds))
 
     def rate_limited(self, times: int | None = 1, retry_after: int = 1, **kw: Any) -> None:
         msg = "Too many requests; current limit of IP is 6000 requests per minute."
@@ -240,7 +253,9 @@ class BinanceServer:
             if f.remaining != 0 and f.matches(request.path, query.get("symbol")):
                 if f.remaining is not None:
                     f.remaining -= 1
-                seen.status = f.status
+                seen.status, seen.faulted = f.status, True
+                if f.delay:
+                    await asyncio.sleep(f.delay)
                 ctype = "application/json" if f.body.startswith("{") else "text/html"
                 return web.Response(status=f.status, text=f.body, headers=f.headers,
                                     content_type=ctype)
@@ -317,6 +332,10 @@ class BinanceServer:
             out += [[int(t), f"{x['open']:.8f}", f"{x['high']:.8f}", f"{x['low']:.8f}",
                      f"{x['close']:.8f}", f"{x['volume']:.8f}", int(t) + step - 1, f"{qv:.8f}",
                      int(n), zero, zero, "0"] for x in values]
+        if self.mangled > 0 and out:
+            self.mangled -= 1
+            self.requests[-1].faulted = True
+            out = [row for row in reversed(out) for _ in range(2)]
         return out
 
 

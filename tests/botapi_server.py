@@ -252,8 +252,9 @@ class BotApiServer:
         400 (parse error), 403 (kicked), ("migrate", new_chat_id), ("timeout", seconds) — no
         answer for that long, then a 504 the client has stopped waiting for; nothing is
         delivered — ("slow", seconds): delivered, but only after that long (the client may
-        have given up: a duplicate in the making), and "drop" (the connection is closed
-        without an answer).
+        have given up: a duplicate in the making), "drop" (the connection is closed
+        without an answer) and "garbage" (HTTP 200 with an HTML body: a captive portal or a
+        misrouted proxy).
         """
         q = self._scripts.setdefault(method, deque())
         for k in kinds:
@@ -367,6 +368,10 @@ class BotApiServer:
             call.status = 504
             await asyncio.sleep(float(kind[1]))
             return self._error(call, 504, "Gateway Timeout")
+        if kind == "garbage":
+            call.status = 299  # not a Bot API answer: neither accepted nor an API error
+            return web.Response(status=200, content_type="text/html",
+                                text="<html><body>Welcome to the hotel wifi</body></html>")
         if kind == "drop":
             call.status = 0
             assert request.transport is not None

@@ -38,6 +38,22 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "corrbot.db"
 
 
+@pytest.fixture(scope="session")
+def fault_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fault-matrix tests' seeded database (tests/fault_world.py), built once per session."""
+    from fault_world import build_seed
+
+    return build_seed(tmp_path_factory.mktemp("fault-seed"))
+
+
+@pytest.fixture(scope="session")
+def fault_full(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same backfill carried to the end of the served data (the kill trials' equity bars)."""
+    from fault_world import build_seed
+
+    return build_seed(tmp_path_factory.mktemp("fault-full"), until="2025-07-11")
+
+
 # ---- read guard ------------------------------------------------------------------------------
 
 _SYSTEM_DIRS = (

@@ -184,9 +184,40 @@ async def test_rate_limit_and_unavailable_are_retried_with_backoff(server, db, d
     results = await poll_crypto(db, make_cfg({"binance": server.url}), assets=["BTC"],
                                 timeframes=("1h",), now_ms=NOW, sleep=sleeps, reported=set())
     assert results[0].ok, results[0].error
-    assert sleeps.delays == [0.5, 1.0, 2.0]
+    assert sleeps.delays == [1.0, 1.0, 2.0]  # the 429 said Retry-After: 1, over the 0.5 s backoff
     assert [r.status for r in server.requests if r.path == "/api/v3/klines"] == [
         429, 503, 418, 200, 200]
+    expected = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
+    pd.testing.assert_frame_equal(read_bars(db, "BTC", "1h"), expected, check_exact=True)
+
+
+async def test_retry_after_is_honoured_and_a_ban_is_not_slept_through(server, db) -> None:
+    server.rate_limited(times=1, retry_after=7, path="/api/v3/klines", symbol="BTCUSDT")
+    sleeps = Sleeps()
+    cfg = make_cfg({"binance": server.url})
+    results = await poll_crypto(db, cfg, assets=["BTC"], timeframes=("1h",), now_ms=NOW, sleep=sleeps,
+                                reported=set())
+    assert results[0].ok, results[0].error
+    assert sleeps.delays == [7.0]  # not the 0.5 s backoff: the exchange asked for 7
+    # Retry-After over an hour (an IP ban): this poll gives up at once; the next poll tries again.
+    server.requests.clear()
+    server.rate_limited(times=1, retry_after=3600, path="/api/v3/klines", symbol="BTCUSDT")
+    sleeps = Sleeps()
+    results = await poll_crypto(db, cfg, assets=["BTC"], timeframes=("1h",), now_ms=NOW + 3 * H * 1000,
+                                sleep=sleeps, reported=set())
+    assert not results[0].ok and "retry after 3600s" in str(results[0].error)
+    assert sleeps.delays == [] and server.count("/api/v3/klines") == 1
+
+
+async def test_truncated_json_is_retried_not_read_as_the_end_of_the_data(server, db, data_dir) -> None:
+    """ccxt parses a cut-off body to None and fetch_ohlcv then returns [], which looks like "no
+    more candles": the poll would stop early without a word. It is a temporary error instead."""
+    server.fail(200, '[[1677628800000,"23141.', times=1, path="/api/v3/klines", symbol="BTCUSDT")
+    sleeps = Sleeps()
+    results = await poll_crypto(db, make_cfg({"binance": server.url}), assets=["BTC"],
+                                timeframes=("1h",), now_ms=NOW, sleep=sleeps, reported=set())
+    assert results[0].ok, results[0].error
+    assert sleeps.delays == [0.5]
     expected = csv_bars(data_dir).loc[ms("2023-03-01T00:00:00") // 1000 : NOW // 1000 - H]
     pd.testing.assert_frame_equal(read_bars(db, "BTC", "1h"), expected, check_exact=True)
 

@@ -14,7 +14,8 @@ import socket
 from pathlib import Path
 
 from botapi_server import TOKEN, BotApiServer
-from test_service_stop import closed_url, sigterm, spawn, write_config
+from service_harness import closed_url, sigterm, spawn
+from test_service_stop import write_config
 
 from service.sdnotify import Notifier
 

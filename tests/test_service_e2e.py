@@ -5,15 +5,14 @@ in the alert chat — and `kill -9` at random points of evaluation and delivery.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from botapi_server import ADMIN, TOKEN, BotApiServer
+from service_harness import corrbot, poll, spawn
 
 from core.config import load_config
 from feeds.csv_import import parse_csv
@@ -22,7 +21,6 @@ from service.demo import demo_files
 from storage.bars import upsert_bars
 from storage.db import open_db
 
-REPO = Path(__file__).resolve().parents[1]
 ALERT_CHAT = -4242
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
 
@@ -97,22 +95,6 @@ def cut_csvs(tmp: Path, until: str, names: tuple[str, ...]) -> dict[str, Path]:
     return out
 
 
-async def corrbot(cfg: Path, *args: str, check: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "--config", str(cfg), *args, cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=_env(),
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert not check or proc.returncode == 0, text
-    return text
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CORRBOT_TELEGRAM_TOKEN"}
-    return env | {"CORRBOT_TELEGRAM_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-
-
 async def import_until(cfg: Path, tmp: Path, until: str, names: tuple[str, ...] = ("BTC", "IWM")) -> None:
     # Sequential on purpose: each import is its own writer, as a user would run them.
     for name, path in cut_csvs(tmp, until, names).items():
@@ -120,25 +102,7 @@ async def import_until(cfg: Path, tmp: Path, until: str, names: tuple[str, ...] 
 
 
 async def start_run(cfg: Path, log: Path) -> asyncio.subprocess.Process:
-    fh = log.open("ab")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "--config", str(cfg), "-v", "run", cwd=REPO, stdout=fh, stderr=fh,
-        env=_env(),
-    )
-
-
-async def poll(server: BotApiServer) -> str:
-    """/poll from the admin until a whole cycle ran (the startup cycle may be running)."""
-    for _ in range(30):
-        before = len(server.sent("sendMessage", chat_id=ADMIN))
-        server.push_command("/poll", user_id=ADMIN)
-        calls = await server.wait_for("sendMessage", lambda c: c.chat_id == ADMIN, count=before + 1, timeout=90)
-        text = calls[-1].plain
-        if "already running" not in text:
-            assert "done" in text, text
-            return text
-        await asyncio.sleep(0.5)
-    raise AssertionError("no poll cycle could start")
+    return await spawn(cfg, log, token=True)
 
 
 def alerts_in(server: BotApiServer, chat: int) -> list[Any]:

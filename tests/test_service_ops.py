@@ -24,8 +24,9 @@ from pathlib import Path
 from binance_server import BinanceServer
 from botapi_server import ADMIN, TOKEN, BotApiServer
 from prometheus_client.parser import text_string_to_metric_families
+from service_harness import REPO, env, poll
 from test_sdnotify import Listener
-from test_service_e2e import ALERT_CHAT, DEAD, REPO, _env, import_until, poll, write_config
+from test_service_e2e import ALERT_CHAT, DEAD, import_until, write_config
 
 RULE = """
 [[rules]]
@@ -80,7 +81,7 @@ async def test_sighup_reloads_rules_watch_list_and_users_and_refuses_bad_files(t
     fh = log.open("ab")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "--config", str(cfg), "run", cwd=REPO, stdout=fh, stderr=fh,
-        env=_env() | {"NOTIFY_SOCKET": address})
+        env=env(True) | {"NOTIFY_SOCKET": address})
     try:
         await listener.until("READY=1")
         await poll(server)  # the rule starts at the latest bar, 2025-03-31
@@ -162,7 +163,7 @@ async def test_journal_log_says_an_outage_once_then_its_recovery_and_metrics_cou
     st = os.fstat(fh.fileno())
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "--config", str(cfg), "run", cwd=REPO, stdout=fh, stderr=fh,
-        env=_env() | {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        env=env(True) | {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     try:
         await server.wait_for("setMyCommands", timeout=60)
         for _ in range(3):

@@ -12,53 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import socket
 import sys
-import time
 from pathlib import Path
 
 from botapi_server import ADMIN, TOKEN, BotApiServer
+from service_harness import REPO, BlackHole, closed_url, env, logged, sigterm, spawn, until
 
 from storage.db import open_db
 from storage.outbox import enqueue
-
-REPO = Path(__file__).resolve().parents[1]
-STOP_BOUND = 10.0
-
-
-class BlackHole:
-    """Accepts TCP connections and never sends a byte back."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> BlackHole:
-        self._server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self._writers.append(writer)  # kept open: the client waits for an answer that never comes
-
-    async def stop(self) -> None:
-        for w in self._writers:
-            w.close()
-        if self._server is not None:
-            self._server.close()
-
-
-def closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def write_config(tmp: Path, feeds_url: str, *, telegram_url: str | None = None, retries: int = 0,
@@ -101,53 +62,6 @@ alert_chat_ids = [-4242]
 admin_user_ids = [{ADMIN}]
 """, encoding="utf-8")
     return path
-
-
-def env(token: bool, **extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("CORRBOT_TELEGRAM_TOKEN", "NOTIFY_SOCKET")}
-    out["PYTHONUNBUFFERED"] = "1"
-    if token:
-        out["CORRBOT_TELEGRAM_TOKEN"] = TOKEN
-    return out | extra
-
-
-async def spawn(cfg: Path, log: Path, *, token: bool, **extra: str) -> asyncio.subprocess.Process:
-    fh = log.open("ab")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "--config", str(cfg), "-v", "run", cwd=REPO,
-        stdout=fh, stderr=fh, env=env(token, **extra))
-
-
-async def until(pred: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-def logged(log: Path, text: str) -> bool:
-    return text in log.read_text(errors="replace")
-
-
-async def sigterm(proc: asyncio.subprocess.Process, log: Path, what: str) -> float:
-    """SIGTERM, then: exit 0 within the bound, no traceback, "corrbot stopped" logged last."""
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), STOP_BOUND + 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-    took = time.monotonic() - t0
-    text = log.read_text(errors="replace")
-    print(f"SIGTERM {what}: exit {proc.returncode} after {took:.2f}s")
-    assert proc.returncode == 0, text
-    assert took < STOP_BOUND, f"{what}: {took:.1f}s\n{text}"
-    assert "Traceback" not in text, text
-    if "corrbot stopping" in text:  # stopped after starting (not while still importing)
-        assert text.count("corrbot stopped") == 1, text
-        assert "corrbot stopped" in text.rstrip().splitlines()[-1], text
-    return took
 
 
 async def test_sigterm_mid_poll_with_feeds_that_never_answer(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ the same JSON shape from the real CSVs of ``data_dir`` (tests/data): daily OHLCV
 (`HOURLY_CSVS`). Bars are keyed by their start time (daily:
 the 09:30 ET session open, as Yahoo does) and served when ``period1 <= start < period2``.
 
-Scripting: `fail_next` (429/500 for the next N chart requests), `rescale` (simulate Yahoo
+Scripting: `fail_next` (429/500 for the next N chart requests; 200: an empty frame, a chart
+with no bars), `rescale` (simulate Yahoo
 back-adjusting history after a dividend), ``now`` (bars starting after it are not served,
 the in-progress bar is — like Yahoo), ``log`` (every request). Unknown symbols get Yahoo's
 real 404 body.
@@ -85,6 +86,7 @@ class YahooServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self.faults_served = 0
         self._scale: dict[tuple[str, str], tuple[float, int | None]] = {}
         self._patches: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
         self._series: dict[tuple[str, str], pd.DataFrame] = {}
@@ -122,6 +124,13 @@ class YahooServer:
     def patch(self, symbol: str, ts: int, interval: str = "1d", **values: float | None) -> None:
         """Serve ``values`` (e.g. ``close=None`` → JSON null) for the bar starting at ``ts``."""
         self._patches.setdefault((symbol, interval), {})[ts] = values
+
+    def clear_patches(self) -> None:
+        self._patches.clear()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
 
     def chart_log(self, symbol: str | None = None, history_only: bool = True) -> list[Logged]:
         return [
@@ -239,6 +248,7 @@ class YahooServer:
             for f in self._faults:
                 if f.remaining > 0 and (f.symbols is None or symbol in f.symbols):
                     f.remaining -= 1
+                    self.faults_served += 1
                     return f.status
         return None
 
@@ -281,6 +291,11 @@ class YahooServer:
                 if path.startswith("/v8/finance/chart/"):
                     symbol = path.rsplit("/", 1)[1]
                     fault = server._take_fault(symbol)
+                    if fault == 200:  # an empty frame: the chart shape with no bars in it
+                        meta = server._meta(symbol, params.get("interval", "1d"), [])
+                        empty = {"meta": meta, "indicators": {"quote": [{}]}}
+                        self._json(200, {"chart": {"result": [empty], "error": None}})
+                        return 200
                     if fault == 429:
                         self._send(429, b"Edge: Too Many Requests", "text/plain")
                         return 429
