@@ -98,6 +98,9 @@ class _Rounds:
         self._lock = threading.Lock()  # one connection shared by the worker threads
         self.clock, self.sleep = clock, sleep
         self._round = asyncio.Lock()  # one round at a time: two at once would send a row twice
+        # Sends that outlived a cancelled round (see `Delivery._deliver`); a round waits for
+        # them to record their outcome before it picks rows, so none is picked while in flight.
+        self._inflight: set[asyncio.Task[bool]] = set()
 
     async def _sql(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         def locked() -> T:
@@ -112,6 +115,8 @@ class _Rounds:
     async def round(self) -> DeliveryReport:
         """`run_once`, serialised: the retry job and the poll cycle (/poll too) may both ask."""
         async with self._round:
+            if self._inflight:
+                await asyncio.wait(set(self._inflight))
             return await self.run_once()
 
     def close(self) -> None:
@@ -176,7 +181,19 @@ class Delivery(_Rounds):
                 return
 
     async def _deliver(self, row: OutboxRow, chat: _Chat, tally: _Tally) -> bool:
-        """Send one row and record the outcome; False when the chat must wait for a later round."""
+        """Send one row and record the outcome; False when the chat must wait for a later round.
+
+        Shielded: a stop (SIGTERM) that cancels the round while Telegram may already have taken
+        the message would leave the row pending, and the stop's final round would send it again.
+        The send finishes (within PTB's HTTP timeouts) and records what happened; the final
+        round, itself bounded, waits for it. Only kill -9 at that moment can still duplicate it.
+        """
+        task = asyncio.ensure_future(self._deliver_now(row, chat, tally))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _deliver_now(self, row: OutboxRow, chat: _Chat, tally: _Tally) -> bool:
         try:
             message_id = await self._send(row, chat)
         except RetryAfter as exc:
