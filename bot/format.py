@@ -142,6 +142,21 @@ def _hard_wrap(lines: list[str], limit: int) -> list[str]:
     return out
 
 
+def fit(lines: Sequence[str], limit: int = MESSAGE_LIMIT - 96) -> str:
+    """``lines`` joined, cut to one message: a list that grows with the data (mutes, episodes,
+    backtest rows) drops its last lines and says how many, instead of arriving in several
+    messages. Each line must be balanced HTML on its own; the source length is what is
+    measured, which is never less than what Telegram counts."""
+    out: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        used += utf16_len(line) + 1
+        if used > limit:
+            return "\n".join([*out, f"… {len(lines) - i} more not shown"])
+        out.append(line)
+    return "\n".join(out)
+
+
 def caption(text: str, limit: int = CAPTION_LIMIT) -> str:
     """Keep a caption under the limit by dropping whole lines from the end."""
     lines = text.split("\n")
