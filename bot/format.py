@@ -16,7 +16,9 @@ from typing import Any
 
 MESSAGE_LIMIT = 4096  # Telegram: message text, counted in UTF-16 code units
 CAPTION_LIMIT = 1024  # Telegram: photo caption
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and the bidi overrides/isolates that would let echoed text reorder the
+# rest of our line (an asset "\u202eCTB" shown as "BTC").
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 def utf16_len(text: str) -> int:

@@ -34,6 +34,7 @@ class World:
     names: Sequence[str]  # configured assets and baskets
     rules: Sequence[str]
     rule_keys: Sequence[str]  # every field of every rule kind, for /set
+    keys_of: dict[str, Sequence[str]]  # rule name -> its own fields
     chart_episodes: Sequence[int]  # episodes with a pair (their c: button sends a chart)
     other_episodes: Sequence[int]  # episodes without a pair (stale feeds)
     bot_username: str
@@ -88,6 +89,9 @@ PERIODS = ["7d", "6d", "90d", "6m", "1y", "2y", "all", "ALL", "0d", "1w", "100y"
 DURATIONS = ["1m", "30m", "2h", "6H", "1d", "1w", "30d", "31d", "59s", "60s", "0", "10", "999999w", "1.5h", "-1h"]
 SET_VALUES = ["0.65", "-0.2", "0.3", "1.5", "-1", "2", "3", "0", "nan", "inf", "-inf", "1e308", "none", "off",
               "null", "up", "down", "both", "critical", "info", "2h", "0s", "5", "10", "252", "1000", "true"]
+
+VALUES_FOR = {"direction": ["up", "down", "both"], "severity": ["critical", "warning", "info"],
+              "repeat_interval": ["2h", "0", "1d"], "cooldown": ["30m", "0"], "after": ["1h", "3h", "30s"]}
 
 
 def _case(rng: random.Random, s: str) -> str:
@@ -161,7 +165,18 @@ class _Gen:
         return _long(rng)
 
     def args(self, command: str) -> str:
-        rng = self.rng
+        rng, w = self.rng, self.w
+        if rng.random() < 0.25:  # well-formed, so the commands that change state do change it
+            if command == "set":
+                rule = rng.choice(w.rules)
+                key = rng.choice(w.keys_of.get(rule) or w.rule_keys)
+                fits = VALUES_FOR.get(key, ["0.65", "0.3", "-0.2", "2", "5", "30", "90", "none"])
+                toks = [rule, key, rng.choice(fits if rng.random() < 0.7 else SET_VALUES)]
+            elif command == "mute":
+                toks = [rng.choice(DURATIONS), self.sensible("mute")][: rng.randint(1, 2)]
+            else:
+                toks = [self.sensible(command) for _ in range(rng.randint(1, 3))]
+            return "".join(" " + _case(rng, t) for t in toks)
         n = rng.choice([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 7, 12])
         out = ""
         for _ in range(n):

@@ -180,3 +180,13 @@ def test_long_lists_fit_one_message(bot: BotHarness) -> None:
     assert len(replies) == 1 and replies[0].plain.startswith("Active mutes\n")
     assert re.search(r"\n… \d+ more not shown$", replies[0].plain)
     assert one(bot, "/unmute all").startswith("🔔 Lifted ")
+
+
+def test_set_window_must_be_configured(bot: BotHarness) -> None:
+    """Found by the chat fuzz: /set accepted any window, and a rule on a window that is not
+    computed silently never fires. The config refuses it; so does /set now."""
+    text = one(bot, "/set coupling window 45", user_id=ADMIN)
+    assert text == "coupling.window: 45 is not one of the 1d windows [30, 90]"
+    assert "window" not in str(rows(bot, "SELECT key FROM rule_overrides WHERE rule = 'coupling'"))
+    assert one(bot, "/set coupling window 90", user_id=ADMIN).startswith("✔ coupling: window = 90")
+    assert one(bot, "/set coupling reset", user_id=ADMIN).startswith("coupling is back to its configured settings")

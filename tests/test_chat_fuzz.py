@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from collections import Counter, defaultdict
@@ -82,6 +83,7 @@ def _world(cfg: Config) -> World:
     flags = {c: (s.max_assets, s.window, s.timeframe, s.period) for c, s in SPECS.items()}
     return World(
         commands=list(SPECS), names=cfg.names, rules=[r.name for r in cfg.rules], rule_keys=keys,
+        keys_of={r.name: sorted(set(type(r).model_fields) - {"name", "kind", "pairs", "timeframe"}) for r in cfg.rules},
         chart_episodes=[e for e, a in eps if a], other_episodes=[e for e, a in eps if not a],
         bot_username=load_fixture("getMe")["result"]["username"], flags=flags, weights=SLOW,
     )
@@ -139,6 +141,8 @@ def _check_call(c: Call) -> str | None:
             plain = parse_html(c.text)
         except ValueError as exc:
             return f"{c.method}: bad HTML ({exc}): {c.text[:120]!r}"
+        if re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]", plain):
+            return f"{c.method}: control or bidi-override characters echoed: {plain[:120]!r}"
         limit = 1024 if c.method == "sendPhoto" else 4096
         if utf16_len(plain) > limit or (c.method != "sendPhoto" and not plain.strip()):
             return f"{c.method}: {utf16_len(plain)} UTF-16 units: {c.text[:120]!r}"
@@ -199,3 +203,10 @@ def test_ten_thousand_generated_updates(
     unanswered = [g for cq, g in by_cq.items() if answers[cq] != 1]
     assert not unanswered, f"{len(unanswered)} button presses not answered exactly once: {unanswered[:10]}"
     assert set(answers) == set(by_cq)
+
+    # What the traffic wrote (mutes, /set overrides, subscriptions) leaves a sound database that
+    # the next alert cycle can use.
+    db = open_db(cfg.storage.path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    evaluate(db, cfg, ["team"], now=1.9e9 + 86400)
+    db.close()
