@@ -8,9 +8,12 @@ one evaluation are grouped into one message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from bot.analysis_replies import fomc_note, percentile_text
 from bot.format import duration, esc, iso_ts, signed, table
 from core.calendar import sessions_between
+from core.fomc import decisions
 from core.models import AlertEvent, EpisodeView, Ranking
 from core.rules import CorrJumpRule, CorrLevelRule, CorrZscoreRule, DivergenceRule, StaleRule
 
@@ -67,6 +70,27 @@ def what(e: AlertEvent, value: float | None, detail: dict[str, float], *, resolv
     return f"value {signed(value)}"
 
 
+def context(detail: dict[str, float]) -> str:
+    """' · 84th percentile since 2019' from the fire's stored context (service.analysis)."""
+    if "pctile" not in detail or "pctile_since" not in detail:
+        return ""
+    return f" · ρ at its {percentile_text(detail['pctile'], str(int(detail['pctile_since'])))}"
+
+
+def fomc_lines(events: Sequence[AlertEvent], fire: bool = False) -> list[str]:
+    """One line per FOMC decision near these fires ("2 sessions after the FOMC decision of …")."""
+    seen: dict[tuple[int, int], str] = {}
+    for e in events:
+        d = e.fire_detail if fire else e.detail
+        if "fomc_ts" in d and "fomc_sessions" in d:
+            ts, k = int(d["fomc_ts"]), int(d["fomc_sessions"])
+            day = datetime.fromtimestamp(ts, UTC).date()
+            match = next((x for x in decisions() if x.day == day), None)
+            if match is not None:
+                seen[(ts, k)] = fomc_note(match, k)
+    return list(seen.values())
+
+
 def lasted(e: AlertEvent) -> str:
     """How long an episode lasted: NYSE sessions for daily rules, time otherwise."""
     if e.resolved_ts is None:
@@ -93,14 +117,17 @@ def _head(icon: str, label: str, events: Sequence[AlertEvent]) -> str:
 
 def fire_text(events: Sequence[AlertEvent]) -> str:
     lines = [_head(ICON.get(events[0].rule.severity, "🔴"), "", events)]
-    lines += [f"{_pair(e)}: {what(e, e.value, e.detail)}" for e in events]
+    lines += [f"{_pair(e)}: {what(e, e.value, e.detail)}{context(e.detail)}" for e in events]
+    lines += fomc_lines(events)
     lines.append(f"as of {_asof(events[0], events[0].fired_ts)}")
     return "\n".join(lines)
 
 
 def unmuted_text(events: Sequence[AlertEvent]) -> str:
     lines = [_head("🔔", " · mute ended, still firing", events)]
-    lines += [f"{_pair(e)} since {_asof(e, e.fired_ts)}: {what(e, e.fire_value, e.fire_detail)}" for e in events]
+    lines += [f"{_pair(e)} since {_asof(e, e.fired_ts)}: {what(e, e.fire_value, e.fire_detail)}"
+              f"{context(e.fire_detail)}" for e in events]
+    lines += fomc_lines(events, fire=True)
     return "\n".join(lines)
 
 
@@ -115,8 +142,9 @@ def resolve_text(e: AlertEvent) -> str:
 def episode_text(events: Sequence[AlertEvent]) -> str:
     lines = [_head("⚪", " · fired and resolved while catching up", events)]
     for e in events:
-        lines.append(f"{_pair(e)}: fired {_asof(e, e.fired_ts)}: {what(e, e.fire_value, e.fire_detail)}; "
-                     f"resolved {_asof(e, e.resolved_ts)} after {lasted(e)}")
+        lines.append(f"{_pair(e)}: fired {_asof(e, e.fired_ts)}: {what(e, e.fire_value, e.fire_detail)}"
+                     f"{context(e.fire_detail)}; resolved {_asof(e, e.resolved_ts)} after {lasted(e)}")
+    lines += fomc_lines(events, fire=True)
     return "\n".join(lines)
 
 

@@ -16,7 +16,10 @@ from core.models import (
     CorrReading,
     Divergence,
     Freshness,
+    Heatmap,
     History,
+    HistoryChartData,
+    LeadLag,
     MuteView,
     Ranking,
     RuleView,
@@ -42,6 +45,16 @@ class BotApi(Protocol):
     ) -> ChartData: ...
 
     async def status(self) -> StatusReport: ...
+
+    # ---- analysis (issue 11) ------------------------------------------------------------------
+
+    async def heatmap(self, *, window: int | None, timeframe: str) -> Heatmap: ...
+
+    async def leadlag(
+        self, a: str | None, b: str | None, *, period_days: int | None, period_label: str
+    ) -> LeadLag: ...
+
+    async def history_chart(self, a: str | None) -> HistoryChartData: ...
 
     # ---- the alert layer --------------------------------------------------------------------
 

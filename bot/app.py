@@ -27,6 +27,7 @@ from telegram.ext import (
 from bot import redact
 from bot.access import Access
 from bot.alert_cmds import AlertCommands
+from bot.analysis_cmds import AnalysisCommands
 from bot.api import BotApi
 from bot.args import SPECS
 from bot.format import first_line
@@ -119,13 +120,15 @@ def build_application(
     new_commands = filters.COMMAND & filters.UpdateType.MESSAGE
     app.add_handler(MessageHandler(new_commands, handlers.gate), group=-1)
     alerts = AlertCommands(handlers)
+    analysis = AnalysisCommands(handlers)
     callbacks = {
-        "corr": handlers.corr, "rank": handlers.rank, "history": handlers.history,
+        "corr": handlers.corr, "rank": handlers.rank,
         "chart": handlers.chart, "diverge": handlers.diverge, "status": handlers.status,
         "poll": handlers.poll_now, "help": handlers.help, "start": handlers.start,
         "alerts": alerts.alerts, "rules": alerts.rules, "mute": alerts.mute, "unmute": alerts.unmute,
         "subscribe": alerts.subscribe, "unsubscribe": alerts.unsubscribe, "set": alerts.set,
         "backtest": alerts.backtest,
+        "heatmap": analysis.heatmap, "leadlag": analysis.leadlag, "history": analysis.history,
     }
     assert set(callbacks) == set(SPECS), "every command in SPECS needs a handler"
     for name, cb in callbacks.items():

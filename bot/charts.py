@@ -35,6 +35,7 @@ _LEVEL = "#D55E00"
 _PRICE_A = "#E69F00"
 _PRICE_B = "#0072B2"
 _MUTED = "#555555"
+_FOMC = "#009E73"
 
 _TITLE_PT = 17
 _SUBTITLE_PT = 13
@@ -254,6 +255,22 @@ def _draw_spans(axes: tuple[Axes, Axes], data: ChartData, x: np.ndarray[Any, Any
                      ha="right" if right else "left", va="top", fontsize=_TICK_PT, color=_LEVEL, zorder=6)
 
 
+def _draw_fomc(axes: tuple[Axes, Axes], data: ChartData) -> None:
+    """FOMC decisions as thin green dotted verticals on both panels, with a ▼ on the top edge."""
+    if not data.fomc:
+        return
+    xs = _x(pd.DatetimeIndex([pd.Timestamp(t, unit="s", tz="UTC") for t in data.fomc]))
+    # Over years there are dozens: faint lines then, so the correlation stays the figure's subject.
+    dense = len(xs) > 16
+    for i, x in enumerate(xs):
+        for ax in axes:
+            ax.axvline(float(x), color=_FOMC, linestyle=(0, (2, 2)), linewidth=0.7 if dense else 1.1,
+                       alpha=0.3 if dense else 1.0, zorder=1,
+                       label="FOMC decision" if i == 0 and ax is axes[0] else None)
+        axes[0].plot([float(x)], [1.0], marker="v", markersize=5 if dense else 7, color=_FOMC, clip_on=False, zorder=6,
+                     transform=axes[0].get_xaxis_transform())
+
+
 def render_chart(data: ChartData) -> bytes:
     """Draw ``data`` and return the PNG bytes (about 1080 x 1350 px)."""
     fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained", facecolor="white")
@@ -266,6 +283,7 @@ def render_chart(data: ChartData) -> bytes:
     pa = np.asarray(data.price_a, dtype=np.float64)
     pb = np.asarray(data.price_b.reindex(data.price_a.index), dtype=np.float64)
 
+    _draw_fomc((top, bottom), data)  # first: its legend entry joins the correlation legend
     _draw_corr(top, data, xc, value, lo, hi)
     _draw_prices(bottom, data, xp, pa, pb)
     _draw_spans((top, bottom), data, np.concatenate([xc, xp]))

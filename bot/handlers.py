@@ -110,13 +110,6 @@ class Handlers:
 
         await self._answer(update, context, "rank", work)
 
-    async def history(self, update: Update, context: Ctx) -> None:
-        async def work(a: Args) -> str:
-            first = a.assets[0] if a.assets else None
-            return replies.history_reply(await self.api.history(first))
-
-        await self._answer(update, context, "history", work)
-
     async def diverge(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first, second = _two(a)

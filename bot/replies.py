@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.alert_replies import alert_status_lines
+from bot.analysis_replies import standing_line
 from bot.args import SPECS
 from bot.format import age, arrow, duration, esc, human_bytes, iso_ts, plain, signed, table
 from core import models as q
@@ -37,6 +38,8 @@ def corr_reply(
             f"    1w {arrow(r.change_1w)} {signed(r.change_1w)} · β {plain(r.beta)}"
             f" · EWMA {signed(r.ewma)}"
         )
+        if (st := standing_line(r.standing)) is not None:
+            lines.append(st)
     asof = next((r.asof_iso() for r in readings if r.asof is not None), None)
     lines.append(f"as of {esc(asof or '—')}")
     if fresh:

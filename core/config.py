@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError, UnknownAssetError
-from core.rules import KINDS, RuleConfig, ScheduleConfig, StaleRule
+from core.rules import KINDS, MetricsConfig, RuleConfig, ScheduleConfig, StaleRule
 
 Timeframe = Literal["1d", "1h"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h")
@@ -46,6 +46,8 @@ class AssetConfig(_Strict):
     symbol: str | None = None  # crypto: the exchange's unified symbol, e.g. BTC/USDT
     fallback_exchanges: list[str] = Field(default_factory=list)
     ticker: str | None = None  # equity: any yfinance ticker, e.g. IWM or ^RUT
+    # equity: "small" or "large" cap. Orders the /heatmap columns (small first) and groups /history's bars.
+    cap: Literal["small", "large"] | None = None
 
     @property
     def key(self) -> str:
@@ -104,6 +106,8 @@ class TelegramConfig(_Strict):
     alert_levels: list[float] = Field(default_factory=lambda: [0.5])
     # How often `run` asks getMe whether the token still works (a revoked token stops polling).
     token_check_seconds: Annotated[float, Field(ge=1.0, le=86400.0)] = 300.0
+    # An alert that fires within this many NYSE sessions of an FOMC decision says so.
+    fomc_sessions: Annotated[int, Field(ge=0, le=20)] = 3
 
 
 class Config(_Strict):
@@ -116,6 +120,7 @@ class Config(_Strict):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     rules: list[RuleConfig] = Field(default_factory=list)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("assets")
     @classmethod
@@ -139,6 +144,18 @@ class Config(_Strict):
             return self.asset_by_key[key].kind
         basket = self.basket_by_key[key]
         return self.asset_by_key[next(iter(basket.members)).upper()].kind
+
+    def cap_of(self, key: str) -> str | None:
+        """"small"/"large" for an equity asset; a basket whose members agree has theirs."""
+        if key in self.asset_by_key:
+            return self.asset_by_key[key].cap
+        caps = {self.asset_by_key[m.upper()].cap for m in self.basket_by_key[key].members}
+        return caps.pop() if len(caps) == 1 else None
+
+    def by_cap(self, keys: list[str]) -> list[str]:
+        """``keys`` with small caps first, unmarked next, large caps last (config order within)."""
+        rank = {"small": 0, None: 1, "large": 2}
+        return sorted(keys, key=lambda k: rank[self.cap_of(k)])
 
     @cached_property
     def names(self) -> list[str]:
@@ -273,6 +290,8 @@ def _check_semantics(cfg: Config) -> None:
                     raise ConfigError("required for a crypto asset", f"{where}.{field}")
             if a.ticker:
                 raise ConfigError("only equity assets have a ticker", f"{where}.ticker")
+            if a.cap:
+                raise ConfigError("only equity assets have a cap (small or large)", f"{where}.cap")
             for j, ex in enumerate([a.exchange, *a.fallback_exchanges]):
                 if ex not in ccxt.exchanges:
                     key = f"{where}.exchange" if j == 0 else f"{where}.fallback_exchanges[{j - 1}]"

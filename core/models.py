@@ -33,6 +33,16 @@ class FeedStatus:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Where a correlation stands in its own stored history: ``percentile`` = 100 × the share
+    of the ``n`` stored values from ``since`` (ISO date) to now, this one included, at or below it."""
+
+    percentile: float
+    since: str
+    n: int
+
+
+@dataclass(frozen=True)
 class CorrReading:
     a: str
     b: str
@@ -45,6 +55,7 @@ class CorrReading:
     beta: float | None  # of the crypto asset on the equity asset
     ewma: float | None
     change_1w: float | None  # value now minus the value 7 calendar days earlier
+    standing: Standing | None = None  # where `value` stands in the series' own stored history
 
     def asof_iso(self) -> str | None:
         return iso(self.asof, self.timeframe)
@@ -69,6 +80,9 @@ class CorrReading:
             "ci95": list(self.ci95) if self.ci95 else None,
             "beta": self.beta,
             "ewma": self.ewma,
+            "percentile": self.standing.percentile if self.standing else None,
+            "percentile_since": self.standing.since if self.standing else None,
+            "percentile_n": self.standing.n if self.standing else None,
         }
 
 
@@ -123,6 +137,8 @@ class ChartData:
     asof: str  # ISO date or timestamp of the last observation
     # Alert episodes to shade: (label, start, end or None while firing), UTC epoch seconds.
     spans: tuple[tuple[str, int, int | None], ...] = ()
+    # FOMC decisions in the period, drawn as markers: UTC epoch seconds (00:00 of the date).
+    fomc: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,3 +265,73 @@ class AlertStatus:
     next_try: float | None = None  # when the oldest waiting row is retried
     failures: list[str] = field(default_factory=list)  # "chat: error" of the latest failed rows
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # what /set changed, per rule
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    a: str  # crypto asset or basket (row)
+    b: str  # equity asset or basket (column)
+    value: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """The latest correlation of every crypto row with every equity column (columns small-cap
+    first, large-cap last; ``caps`` gives each column's "small"/"large"/None)."""
+
+    timeframe: str
+    window: int
+    rows: list[str]
+    cols: list[str]
+    caps: list[str | None]
+    cells: list[HeatCell]  # row-major, len(rows) × len(cols); pairs not watched have value None, n 0
+    asof: int | None
+
+    def value(self, a: str, b: str) -> float | None:
+        return next((c.value for c in self.cells if c.a == a and c.b == b), None)
+
+
+@dataclass(frozen=True)
+class LeadLagRow:
+    lag: int  # > 0: the crypto return at t against the equity return at t + lag (crypto leads)
+    r: float | None
+    ci95: tuple[float, float] | None
+    n: int
+
+
+@dataclass(frozen=True)
+class LeadLag:
+    """Correlation of daily returns at lags −K … +K, and the plain vs Dimson beta, over a period."""
+
+    a: str  # the crypto side
+    b: str
+    timeframe: str
+    start: int  # first and last return timestamps used (UTC epoch s)
+    end: int
+    n: int  # aligned returns in the period
+    rows: list[LeadLagRow]
+    beta: float | None  # OLS slope of a on b, same bar
+    dimson_beta: float | None  # slopes on b's same-bar and previous-bar returns, summed
+    dimson_parts: tuple[float, float] | None  # (same bar, previous bar)
+    period_label: str = "1y"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "a": self.a, "b": self.b, "timeframe": self.timeframe, "period": self.period_label,
+            "start": iso(self.start, self.timeframe), "end": iso(self.end, self.timeframe), "n": self.n,
+            "lags": [{"lag": r.lag, "r": r.r, "ci95": list(r.ci95) if r.ci95 else None, "n": r.n} for r in self.rows],
+            "beta": self.beta, "dimson_beta": self.dimson_beta,
+            "dimson_same_bar": self.dimson_parts[0] if self.dimson_parts else None,
+            "dimson_prev_bar": self.dimson_parts[1] if self.dimson_parts else None,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryChartData:
+    """/history's picture: per-year correlation of ``a`` with each counterpart, grouped
+    (e.g. "small-cap" → [IWM, PSCT, …]); a group's bar is the mean of its members' values."""
+
+    a: str
+    history: History
+    groups: dict[str, list[str]]

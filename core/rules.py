@@ -1,4 +1,5 @@
-"""Alert rules and the schedule, as configured (``[[rules]]`` and ``[schedule]``).
+"""Alert rules, the schedule and the metrics exporter, as configured (``[[rules]]``,
+``[schedule]``, ``[metrics]``).
 
 Each rule kind is its own model, picked by ``kind``, so a typo in a threshold is an error that
 names the key (``rules[2].abvoe: extra inputs are not permitted``). Cross-checks that need the
@@ -166,4 +167,22 @@ class ScheduleConfig(BaseModel):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/London)") from None
+        return v
+
+
+class MetricsConfig(BaseModel):
+    """``[metrics]``: a Prometheus exporter for `corrbot run`, off unless ``listen`` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str | None = None  # "127.0.0.1:9464"; keep it on loopback or behind a firewall
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"use host:port, e.g. 127.0.0.1:9464 (got {v!r})")
         return v

@@ -18,7 +18,10 @@ from core.models import (
     CorrReading,
     Divergence,
     Freshness,
+    Heatmap,
     History,
+    HistoryChartData,
+    LeadLag,
     MuteView,
     Ranking,
     RuleView,
@@ -26,6 +29,7 @@ from core.models import (
 )
 from core.rules import CorrLevelRule
 from service import alert_queries as aq
+from service import analysis
 from service import queries as q
 from storage import alerts as alert_store
 from storage import push_chats
@@ -62,6 +66,16 @@ class ServiceApi:
         return await self.db.call(
             q.chart_data, self.cfg, a, b, window=window, timeframe=timeframe, period_days=period_days
         )
+
+    async def heatmap(self, *, window: int | None, timeframe: str) -> Heatmap:
+        return await self.db.call(analysis.heatmap, self.cfg, window=window, timeframe=timeframe)
+
+    async def leadlag(self, a: str | None, b: str | None, *, period_days: int | None, period_label: str) -> LeadLag:
+        return await self.db.call(analysis.leadlag, self.cfg, a, b, period_days=period_days,
+                                  period_label=period_label)
+
+    async def history_chart(self, a: str | None) -> HistoryChartData:
+        return await self.db.call(analysis.history_chart, self.cfg, a)
 
     async def status(self) -> StatusReport:
         report = await self.db.call(q.status, self.cfg)

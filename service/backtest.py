@@ -18,6 +18,7 @@ from core.models import iso
 from core.rules import StaleRule
 from monitors.lifecycle import LifeState
 from service.alerts import ALL, detail_at, effective_rules, rule_inputs, run_rule
+from service.analysis import alert_context
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,10 @@ def backtest(
         for ki, tr in run_rule(r, inputs, states):
             assert ki.a is not None and ki.b is not None
             if tr.kind == "fire":
-                open_[ki.key] = Episode(r.name, r.kind, ki.a, ki.b, r.timeframe, cfg.rule_window(r), tr.ts, None,
-                                        float(ki.signal.value[0, tr.bar]), detail_at(ki, tr.bar))
+                w = cfg.rule_window(r)
+                detail = detail_at(ki, tr.bar) | alert_context(db, cfg, ki.a, ki.b, r.timeframe, w, tr.ts)
+                open_[ki.key] = Episode(r.name, r.kind, ki.a, ki.b, r.timeframe, w, tr.ts, None,
+                                        float(ki.signal.value[0, tr.bar]), detail)
             elif tr.kind == "resolve" and ki.key in open_:
                 ep = open_.pop(ki.key)
                 out.append(replace(ep, resolved_ts=tr.ts, resolve_value=float(ki.signal.value[0, tr.bar]),

@@ -20,19 +20,16 @@ from pathlib import Path
 
 from bot.redact import redact
 from core import __version__
-from core.config import Config, load_config
+from core.config import Config, config_path, load_config
 from core.errors import ConfigError, CorrbotError, UserInputError
 from core.models import iso
-from service import queries
+from service import analysis_cli, queries
 from service.entry import early_stop
+from service.logsetup import configure as configure_logging
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
 from storage.db import explain
 
 log = logging.getLogger("corrbot")
-
-# Chatty at INFO/DEBUG: a job line every few seconds, every HTTP request, font scans.
-# (yfinance is set to CRITICAL by feeds.equities: it logs each failure we already report.)
-QUIET_LOGGERS = ("apscheduler", "ccxt", "urllib3", "asyncio", "matplotlib", "PIL", "peewee", "aiohttp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--end", type=_date, help="YYYY-MM-DD (inclusive)")
     bt.add_argument("--rule", help="one rule by name")
     bt.add_argument("--json", action="store_true")
+    analysis_cli.add_parsers(sub)
     d = sub.add_parser("demo", help="import the bundled real data and print rank and history tables")
     d.add_argument("--db", default="corrbot-demo.db", help="where to write the demo database")
     sub.add_parser("run", help="run the bot and the scheduler (until SIGTERM)")
@@ -183,6 +181,14 @@ def cmd_history(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heatmap(cfg: Config, args: argparse.Namespace) -> int:
+    return analysis_cli.cmd_heatmap(_open(cfg), cfg, args)
+
+
+def cmd_leadlag(cfg: Config, args: argparse.Namespace) -> int:
+    return analysis_cli.cmd_leadlag(_open(cfg), cfg, args)
+
+
 def cmd_backtest(cfg: Config, args: argparse.Namespace) -> int:
     from service.backtest import backtest, counts_per_year
 
@@ -256,9 +262,9 @@ def _demo_alerts(db: object, cfg: Config, db_path: Path) -> None:
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from service.runner import main_run
 
-    main_run(cfg, args.stop)
+    main_run(cfg, args.stop, config_path(args.config).resolve())  # SIGHUP re-reads this file
     # The loop restored the default handlers on close: a late signal must not turn 0 into -15.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     return 0
 
@@ -279,6 +285,8 @@ COMMANDS = {
     "rank": cmd_rank,
     "history": cmd_history,
     "backtest": cmd_backtest,
+    "heatmap": cmd_heatmap,
+    "leadlag": cmd_leadlag,
     "run": cmd_run,
     "backup": cmd_backup,
 }
@@ -287,12 +295,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None, *, stop: asyncio.Event | None = None) -> int:
     """``stop``: the event `service.entry` already wired to SIGTERM/SIGINT before importing us."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for name in QUIET_LOGGERS:  # -v is for corrbot's own DEBUG lines, not every library's
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose, service=args.command == "run")
     db_path: str | Path = args.db if args.command == "demo" else "(storage.path)"
     busy: float | None = None
     args.stop = (stop or early_stop()) if args.command == "run" else None

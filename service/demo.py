@@ -47,13 +47,14 @@ members = { PSCT = 0.5, XSW = 0.5 }
 
 CRYPTO = ["BTC", "ETH", "SOL", "ADA"]
 EQUITY = ["IWM", "PSCT", "IWO", "XSW", "QQQ", "SPY", "XLK"]
+LARGE_CAP = {"QQQ", "SPY", "XLK"}
 
 
 def demo_config(db_path: Path) -> Config:
     data: dict[str, object] = tomllib.loads(DEMO_TOML)
     data["storage"] = {"path": str(db_path)}
     data["assets"] = [{"name": c, "kind": "crypto", "exchange": "binance", "symbol": f"{c}/USDT"} for c in CRYPTO] + [
-        {"name": e, "kind": "equity", "ticker": e} for e in EQUITY
+        {"name": e, "kind": "equity", "ticker": e, "cap": "large" if e in LARGE_CAP else "small"} for e in EQUITY
     ]
     return parse_config(data)
 

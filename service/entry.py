@@ -12,14 +12,25 @@ import asyncio
 import signal
 import sys
 
+_HUP: list[bool] = []  # a SIGHUP (reload) that came before the service could act on it
+
 
 def early_stop() -> asyncio.Event:
     """SIGTERM/SIGINT set the returned event instead of killing the process (the service's own
-    handlers replace these once its event loop runs)."""
+    handlers replace these once its event loop runs); a SIGHUP, whose default is to kill, is
+    remembered and acted on once the service runs (`early_hup`)."""
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: _HUP.append(True))
     return stop
+
+
+def early_hup() -> bool:
+    """Did a SIGHUP come during start-up? (Asked once, by the runner, when it is ready.)"""
+    seen = bool(_HUP)
+    _HUP.clear()
+    return seen
 
 
 def main() -> int:

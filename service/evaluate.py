@@ -23,6 +23,7 @@ from core.models import AlertEvent
 from core.rules import RuleConfig, StaleRule
 from monitors.lifecycle import FIRING, NO_TS, OK, PENDING, LifeState
 from service.alerts import detail_at, effective_rules, frozen_keys, rule_inputs, run_rule
+from service.analysis import alert_context
 from service.pipeline import members_of
 from storage import alerts as store
 from storage.db import transaction
@@ -80,6 +81,10 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
     with transaction(db):
         mutes = store.active_mutes(db, now)
         rules = effective_rules(db, cfg)
+        retired = store.retire_rules(db, [r.name for r in rules], int(now))
+        if retired:
+            log.info("rules no longer in the config: %s (their open alerts ended without a notice)",
+                     ", ".join(retired))
         stale_assets: set[str] = set()
         for rule in sorted(rules, key=lambda r: not isinstance(r, StaleRule)):
             rows = store.load_state(db, rule.name)
@@ -96,6 +101,8 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
                 detail = detail_at(ki, tr.bar)
                 window = None if isinstance(rule, StaleRule) else cfg.rule_window(rule)
                 if tr.kind == "fire":
+                    if ki.a is not None and ki.b is not None and window is not None:
+                        detail |= alert_context(db, cfg, ki.a, ki.b, rule.timeframe, window, tr.ts)
                     muted = _muted(mutes, rule, cfg, ki.a, ki.b)
                     eid = store.open_episode(db, rule=rule.name, kind=rule.kind, key=ki.key, a=ki.a, b=ki.b,
                                              timeframe=rule.timeframe, window=window, severity=rule.severity,
@@ -125,7 +132,7 @@ def evaluate(db: sqlite_utils.Database, cfg: Config, chats: list[str], *, now: f
                         stale_assets |= set(cfg.sources.get(key, []))
             report.messages += _queue(db, cfg, rule, events, chats, mutes)
         report.messages += _unmuted(db, cfg, rules, chats, mutes)
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the cycle's own line includes it
     return report
 
 

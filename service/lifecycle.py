@@ -81,6 +81,7 @@ class Service:
         self.deliver: Callable[[], Awaitable[object]] | None = None
         self.db: sqlite_utils.Database | None = None
         self.fatal: CorrbotError | None = None  # why the service stopped itself (exit non-zero)
+        self.background: set[asyncio.Task[object]] = set()  # e.g. a reload: referenced till done
 
     async def progress(self) -> None:
         """After each finished poll cycle: systemd's watchdog is fed by progress, not by a timer,

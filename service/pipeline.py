@@ -83,7 +83,7 @@ def update_correlations(db: sqlite_utils.Database, cfg: Config, *, timeframes: l
             _update_timeframe(db, cfg, tf, affected, report)
         if set(tfs) >= set(cfg.correlation.timeframes):
             corr_store.clear_dirty(db, dirty)
-    log.info("correlations updated: %s", report.summary())
+    log.debug("correlations updated: %s", report.summary())  # `run` logs it in its cycle line
     return report
 
 

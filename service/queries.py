@@ -8,6 +8,7 @@ raises `UnknownAssetError` / `BadWindowError` for bad names and windows.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from core import __version__
 from core.calendar import DAY
 from core.config import TIMEFRAMES, Config
 from core.errors import BadWindowError, NotEnoughDataError
+from core.fomc import decisions_between
 from core.models import (
     ChartData,
     CorrReading,
@@ -27,11 +29,13 @@ from core.models import (
     HistoryRow,
     Ranking,
     RankRow,
+    Standing,
     StatusReport,
     iso,
 )
 from core.rules import DivergenceRule
 from monitors.align import pair_returns
+from monitors.analysis import percentile_of
 from monitors.rules import divergence_signal
 from monitors.stats import pearson
 from service.pipeline import build_panel
@@ -122,7 +126,25 @@ def corr_readings(
         kb = cfg.default_benchmark if cfg.default_benchmark in cfg.counterparts(ka) else cfg.counterparts(ka)[0]
     else:
         kb = cfg.counterparts(ka)[0] if cfg.counterparts(ka) else cfg.default_benchmark
-    return [_reading(db, cfg, ka, kb, tf, w) for w in check_window(cfg, window, tf)]
+    return [with_standing(db, cfg, _reading(db, cfg, ka, kb, tf, w)) for w in check_window(cfg, window, tf)]
+
+
+def standing(db: sqlite_utils.Database, sid: int, ts: int, value: float, timeframe: str) -> Standing | None:
+    """Where ``value`` (the series' value at ``ts``) stands among its stored values up to ``ts``."""
+    hist = corr_store.read_series(db, sid)
+    vals = hist["value"][hist.index <= ts].dropna()
+    if vals.empty:
+        return None
+    pct = percentile_of(vals.to_numpy(np.float64), value)
+    return Standing(pct, iso(int(vals.index[0]), timeframe) or "", len(vals))
+
+
+def with_standing(db: sqlite_utils.Database, cfg: Config, r: CorrReading) -> CorrReading:
+    if r.value is None or r.asof is None:
+        return r
+    ca, cb = _oriented(cfg, r.a, r.b)
+    sid = corr_store.find_series(db, ca, cb, r.timeframe, r.window)
+    return r if sid is None else replace(r, standing=standing(db, sid, r.asof, r.value, r.timeframe))
 
 
 def rank(
@@ -202,7 +224,14 @@ def chart_data(
         reading.a, reading.b, reading.timeframe, reading.window, corr,
         rebased[reading.a].astype("float64"), rebased[reading.b].astype("float64"),
         tuple(cfg.telegram.alert_levels), iso(last, reading.timeframe) or "", spans,
+        tuple(d.ts for d in decisions_between(_first(corr, rebased), last)) if last is not None else (),
     )
+
+
+def _first(corr: pd.DataFrame, prices: pd.DataFrame) -> int:
+    """The earliest timestamp drawn (UTC epoch s): FOMC markers before it would be off the chart."""
+    starts = [int(f.index[0].timestamp()) for f in (corr, prices) if len(f)]
+    return min(starts, default=2**62)
 
 
 def divergence(

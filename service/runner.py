@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlite_utils
@@ -39,20 +39,21 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
 
 from bot import app as bot_app
-from bot.delivery import ConsoleDelivery, Delivery
-from bot.notify import ConsoleNotifier, Notifier, TelegramNotifier
+from bot.access import Access
+from bot.delivery import ConsoleDelivery, Delivery, DeliveryReport
+from bot.notify import ConsoleNotifier, TelegramNotifier
 from core.calendar import is_open, session_close
 from core.config import Config
 from core.errors import ConfigError
-from feeds.base import FeedResult
 from service.api import ServiceApi
+from service.cycle import PollCycle
 from service.digest import queue_digest
-from service.evaluate import evaluate
+from service.entry import early_hup
 from service.executor import DaemonExecutor
 from service.instance import InstanceLock
 from service.lifecycle import BOT_STOP_SECONDS, Service, Work
-from service.pipeline import UpdateReport, update_correlations
-from service.sync import poll_crypto, poll_equities
+from service.metrics import Metrics
+from service.reload import Reloader
 from storage.db import open_db
 from storage.push_chats import PushChats
 
@@ -60,71 +61,6 @@ log = logging.getLogger("corrbot.runner")
 CONSOLE_CHAT = "console"  # the outbox destination when there is no Telegram token
 
 CRYPTO_JOB, EQUITY_JOB, DELIVERY_JOB, DIGEST_JOB = "poll crypto", "poll equities", "deliver", "digest"
-
-
-def _describe(results: list[FeedResult]) -> str:
-    errors = sum(1 for r in results if r.error)
-    return f"{len(results)} results, {errors} errors"
-
-
-class PollCycle:
-    """One feeds → correlations cycle; serialised so a slow cycle is never run twice."""
-
-    def __init__(
-        self, db: sqlite_utils.Database, cfg: Config, notifier: Notifier, chats: Callable[[], list[str]],
-        deliver: Callable[[], Awaitable[object]] | None = None,
-        progress: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.db, self.cfg, self.notifier, self.chats, self.deliver = db, cfg, notifier, chats, deliver
-        self.progress = progress  # called after every finished cycle, failed ones too
-        self.lock = asyncio.Lock()  # the cycle and the digest share one connection: one at a time
-        self.failing = False
-        self.cycles = 0
-
-    async def __call__(self, *, equities: bool = True, wait: bool = False) -> str:
-        """One cycle. /poll (``wait`` False) answers at once when one is running; the scheduled
-        jobs wait for it, so an equities slot (the one after the close) is never skipped."""
-        if self.lock.locked() and not wait:
-            return "a poll cycle is already running"
-        async with self.lock:
-            summary = await self._cycle(equities)
-        if self.progress is not None:
-            await self.progress()
-        return summary
-
-    async def _cycle(self, equities: bool) -> str:
-        t0 = time.monotonic()
-        try:
-            crypto = await poll_crypto(self.db, self.cfg)
-            equity = await poll_equities(self.db, self.cfg) if equities else []
-            corr: UpdateReport = await asyncio.to_thread(update_correlations, self.db, self.cfg)
-            alerts = await asyncio.to_thread(
-                evaluate, self.db, self.cfg, self.chats(), now=time.time())
-            if self.deliver is not None:
-                await self.deliver()
-        except Exception as exc:
-            log.exception("poll cycle failed")
-            if not self.failing:
-                self.failing = True
-                await self._push(f"corrbot: poll cycle failed: {type(exc).__name__}: {exc}")
-            return f"poll cycle failed: {type(exc).__name__}: {exc}"
-        self.cycles += 1
-        summary = (
-            f"poll cycle {self.cycles} done in {time.monotonic() - t0:.1f}s: "
-            f"crypto {_describe(crypto)}, equities {_describe(equity)}, "
-            f"correlations {corr.summary()[:200]}; {alerts.summary()}"
-        )
-        log.info("%s", summary)
-        if self.failing:
-            self.failing = False
-            await self._push("corrbot: poll cycle recovered")
-        return summary
-
-    async def _push(self, text: str) -> None:
-        try:
-            await self.notifier.push(html.escape(text[:500]))
-        except Exception:
-            log.exception("push failed")
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -150,28 +86,31 @@ def equities_due(now: float, cfg: Config) -> bool:
     return close is not None and 0 <= now - (close + sched.close_delay_minutes * 60) < slot
 
 
-def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
-              deliver: Callable[[], Awaitable[object]] | None, work: Work) -> None:
-    sched = cfg.schedule
+def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle,
+              deliver: Callable[[], Awaitable[object]] | None, work: Work, *, poll_now: bool = True) -> None:
+    """The jobs, from ``cycle.cfg``; the closures read ``cycle.cfg`` when they run, so a reload
+    reaches them. ``poll_now``: first polls at once (start-up) rather than one interval on."""
+    sched = cycle.cfg.schedule
     opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 300}
+    first = {"next_run_time": datetime.now(UTC)} if poll_now else {}
 
     async def crypto() -> None:  # coroutine functions, so APScheduler awaits them on our loop
         await work.run(cycle(equities=False, wait=True))
 
     async def equities() -> None:
-        if equities_due(time.time(), cfg):
+        if equities_due(time.time(), cycle.cfg):
             await work.run(cycle(wait=True))
 
     scheduler.add_job(crypto, "interval", minutes=sched.crypto_poll_minutes, id=CRYPTO_JOB, name=CRYPTO_JOB,
-                      next_run_time=datetime.now(UTC), **opts)
+                      **first, **opts)
     scheduler.add_job(equities, "interval", minutes=sched.equity_poll_minutes, id=EQUITY_JOB, name=EQUITY_JOB,
-                      next_run_time=datetime.now(UTC), **opts)
+                      **first, **opts)
     if sched.digest_time:
         hour, minute = (int(x) for x in sched.digest_time.split(":"))
 
         async def digest_and_deliver() -> None:
             async with cycle.lock:  # never inside a cycle's transaction on the same connection
-                await asyncio.to_thread(queue_digest, cycle.db, cfg, cycle.chats())
+                await asyncio.to_thread(queue_digest, cycle.db, cycle.cfg, cycle.chats())
             if deliver is not None:
                 await deliver()
 
@@ -190,8 +129,50 @@ def _schedule(scheduler: AsyncIOScheduler, cycle: PollCycle, cfg: Config,
                           name=DELIVERY_JOB, **opts)
 
 
-async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop_event`` is set)."""
+def _metered(deliver: Callable[[], Awaitable[DeliveryReport]],
+             metrics: Metrics | None) -> Callable[[], Awaitable[DeliveryReport]]:
+    if metrics is None:
+        return deliver
+
+    async def round_() -> DeliveryReport:
+        rep = await deliver()
+        metrics.delivery(sent=rep.sent, retried=rep.retried, failed=rep.failed, pending=rep.pending)
+        return rep
+
+    return round_
+
+
+def _watch_reload(svc: Service, cycle: PollCycle, path: Path | None,
+                  swap: Callable[[Config], None] = lambda _cfg: None) -> None:
+    """SIGHUP re-reads ``path`` (`service.reload`); ``swap`` hands the new config to whatever
+    else holds one (the bot's handlers and API). A HUP that came during start-up is honoured now."""
+    if path is None:
+        return
+
+    async def apply(new: Config) -> None:
+        async with cycle.lock:  # between cycles: no cycle runs on two configs
+            old, svc.cfg, cycle.cfg = svc.cfg, new, new
+            swap(new)
+            if new.schedule != old.schedule:
+                svc.scheduler.remove_all_jobs()
+                _schedule(svc.scheduler, cycle, svc.deliver, svc.work, poll_now=False)
+
+    reloader = Reloader(path, lambda: svc.cfg, apply, svc.sd)
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(svc.work.run(reloader()))
+        svc.background.add(task)
+        task.add_done_callback(svc.background.discard)
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if early_hup():
+        on_hup()
+
+
+async def run(cfg: Config, *, stop_event: asyncio.Event | None = None, config_path: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop_event`` is set); SIGHUP re-reads ``config_path``."""
     stop = stop_event or asyncio.Event()
     _install_signals(stop)
     if stop.is_set():  # a signal came while we were still importing: nothing started, nothing to stop
@@ -201,35 +182,44 @@ async def run(cfg: Config, *, stop_event: asyncio.Event | None = None) -> None:
     lock = InstanceLock(cfg.storage.path)
     lock.acquire()
     svc = Service(cfg, stop)
+    metrics = Metrics() if cfg.metrics.listen else None
     try:
         svc.db = open_db(cfg.storage.path, busy_timeout=cfg.storage.busy_timeout_seconds)
+        if metrics is not None and cfg.metrics.listen:
+            metrics.serve(cfg.metrics.listen)
+            log.info("metrics on http://%s/metrics", cfg.metrics.listen)
         if token:
-            await _run_bot(svc, token, svc.db)
+            await _run_bot(svc, token, svc.db, config_path, metrics)
         else:
-            await _run_console(svc, svc.db)
+            await _run_console(svc, svc.db, config_path, metrics)
     finally:
+        if metrics is not None:
+            metrics.close()
         if svc.db is not None:
             svc.db.conn.close()
         lock.release()
         log.info("corrbot stopped")
 
 
-async def _run_console(svc: Service, db: sqlite_utils.Database) -> None:
+async def _run_console(svc: Service, db: sqlite_utils.Database, config_path: Path | None,
+                       metrics: Metrics | None) -> None:
     log.info("no Telegram token (CORRBOT_TELEGRAM_TOKEN / telegram.token_file): console mode")
     console = ConsoleDelivery(svc.cfg.storage.path)
-    svc.deliver = console.round
-    cycle = PollCycle(db, svc.cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], console.round, svc.progress)
-    _schedule(svc.scheduler, cycle, svc.cfg, console.round, svc.work)
+    svc.deliver = deliver = _metered(console.round, metrics)
+    cycle = PollCycle(db, svc.cfg, ConsoleNotifier(), lambda: [CONSOLE_CHAT], deliver, svc.progress, metrics)
+    _schedule(svc.scheduler, cycle, deliver, svc.work)
     try:
         svc.scheduler.start()
         svc.started("polling (console mode)")
+        _watch_reload(svc, cycle, config_path)
         await svc.stop.wait()
     finally:
         await svc.wind_down()
         console.close()
 
 
-async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database) -> None:
+async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database, config_path: Path | None,
+                   metrics: Metrics | None) -> None:
     cfg = svc.cfg
     chats = PushChats(cfg.storage.path)
     holder: list[PollCycle] = []
@@ -242,20 +232,27 @@ async def _run_bot(svc: Service, token: str, db: sqlite_utils.Database) -> None:
     app = bot_app.build_application(cfg, token, api)
     notifier = TelegramNotifier(app.bot, chats, cfg.telegram.alert_chat_ids, cfg.telegram.alert_thread_id)
     delivery = Delivery(app.bot, cfg.storage.path, chats, thread_id=cfg.telegram.alert_thread_id)
+    deliver = _metered(delivery.round, metrics)
 
     def destinations() -> list[str]:
         return [key for key, _ in chats.active_all()]
 
-    holder.append(PollCycle(db, cfg, notifier, destinations, delivery.round, svc.progress))
+    def swap(new: Config) -> None:  # what the bot holds: the API's config, the handlers', who may ask
+        handlers = app.bot_data["handlers"]
+        api.cfg = handlers.cfg = new
+        handlers.access = Access(new.telegram)
+
+    holder.append(PollCycle(db, cfg, notifier, destinations, deliver, svc.progress, metrics))
     try:
         started = await svc.until_stopped(_start_bot(app))
         if started is not None:
-            svc.deliver = delivery.round
-            _schedule(svc.scheduler, holder[0], cfg, delivery.round, svc.work)
+            svc.deliver = deliver
+            _schedule(svc.scheduler, holder[0], deliver, svc.work)
             svc.scheduler.start()
             log.info("crypto polled every %d min, equities every %d min in NYSE hours",
                      cfg.schedule.crypto_poll_minutes, cfg.schedule.equity_poll_minutes)
             svc.started("polling")
+            _watch_reload(svc, holder[0], config_path, swap)
             watch = asyncio.create_task(_watch_token(app, svc, cfg.telegram.token_check_seconds))
             try:
                 await svc.stop.wait()
@@ -298,7 +295,7 @@ async def _watch_token(app: Application, svc: Service, every: float) -> None:  #
             continue
 
 
-def main_run(cfg: Config, stop_event: asyncio.Event | None = None) -> None:
+def main_run(cfg: Config, stop_event: asyncio.Event | None = None, config_path: Path | None = None) -> None:
     """Blocking entry point for `corrbot run`; ``stop_event`` may already be set by a signal
     that arrived while the CLI was starting."""
-    asyncio.run(run(cfg, stop_event=stop_event))
+    asyncio.run(run(cfg, stop_event=stop_event, config_path=config_path))

@@ -8,7 +8,7 @@ commit on their own.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,20 @@ def open_episode(
 
 def close_episode(db: sqlite_utils.Database, episode_id: int, resolved_ts: int, value: float | None) -> None:
     db.execute("UPDATE episodes SET resolved_ts = ?, resolve_value = ? WHERE id = ?", [resolved_ts, value, episode_id])
+
+
+def retire_rules(db: sqlite_utils.Database, keep: Iterable[str], ended_ts: int) -> list[str]:
+    """Rules no longer configured (removed or renamed, e.g. by a reload): their open episodes
+    end at ``ended_ts`` without a notice and their state goes, so they stop counting as
+    firing; a rule added back later starts afresh at the latest bar."""
+    kept = set(keep)
+    have = {str(r[0]) for r in db.execute(
+        "SELECT rule FROM alert_state UNION SELECT rule FROM episodes WHERE resolved_ts IS NULL").fetchall()}
+    gone = sorted(have - kept)
+    for rule in gone:
+        db.execute("UPDATE episodes SET resolved_ts = ? WHERE rule = ? AND resolved_ts IS NULL", [ended_ts, rule])
+        db.execute("DELETE FROM alert_state WHERE rule = ?", [rule])
+    return gone
 
 
 def set_withheld(db: sqlite_utils.Database, episode_id: int, withheld: bool) -> None:

@@ -128,7 +128,8 @@ def test_rank_table(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def
 
 def test_history_table(bot: BotHarness, db) -> None:  # type: ignore[no-untyped-def]
     h = q.history(db, bot.cfg, "SOL")
-    (reply,) = bot.ask("/history sol")
+    reply, photo = bot.ask("/history sol", quiet=3.0, timeout=30)  # the table, then its picture
+    assert photo.method == "sendPhoto" and photo.files["photo"].startswith(PNG)
     got: dict[tuple[str, str], float | None] = {}
     for block in re.findall(r"<pre>(.*?)</pre>", reply.text, re.S):
         header, *lines = block.splitlines()

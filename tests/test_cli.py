@@ -32,6 +32,8 @@ def config_toml(cfg: Config, db: Path) -> str:
     for a in cfg.assets:
         fields = {"name": a.name, "kind": a.kind}
         fields |= {"exchange": a.exchange, "symbol": a.symbol} if a.kind == "crypto" else {"ticker": a.ticker}
+        if a.cap:
+            fields["cap"] = a.cap
         out.append("[[assets]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items()))
     return "\n".join(out) + DEMO_TOML
 
@@ -102,7 +104,8 @@ def close(a: float, b: float, tol: float = TOL) -> bool:
 
 # ---- corr ----------------------------------------------------------------------------------
 
-CORR_KEYS = {"a", "b", "timeframe", "window", "value", "n", "asof", "ci95", "beta", "ewma"}
+CORR_KEYS = {"a", "b", "timeframe", "window", "value", "n", "asof", "ci95", "beta", "ewma", "percentile",
+             "percentile_since", "percentile_n"}
 
 
 def assert_reading_matches(obj: dict[str, object], ref: pd.Series) -> None:
