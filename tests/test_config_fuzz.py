@@ -43,6 +43,11 @@ def edit(*pairs: tuple[str, str]) -> str:
     return text
 
 
+def line_of(text: str, snippet: str) -> str:
+    """``line N``: where ``snippet`` starts in ``text`` (so the cases survive edits of the example)."""
+    return f"line {text[: text.index(snippet)].count(chr(10)) + 1}"
+
+
 def rule_after(name: str, line: str) -> str:
     """The example with ``line`` added to the rule called ``name``."""
     return edit((f'name = "{name}"', f'name = "{name}"\n{line}'))
@@ -140,10 +145,11 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
     "empty-basket": (edit(("members = { PSCT = 0.5, XSW = 0.5 }", "members = {}")), "baskets[1].members",
                      r"at least one member"),
     # ---- TOML itself: the line is named, and the key on it (never its value)
-    "key-twice": (edit(('name = "ETH"', 'name = "ETH"\nname = "ETH2"')), "line 25",
-                  r"not valid TOML \(Cannot overwrite a value .*line 25 is 'name = …'$"),
-    "unquoted-string": (edit(('exchange = "binance"', "exchange = binance")), "line 19",
-                        r"not valid TOML \(Invalid value .*line 19 is 'exchange = …'$"),
+    "key-twice": (edit(('name = "ETH"', 'name = "ETH"\nname = "ETH2"')),
+                  line_of(edit(('name = "ETH"', 'name = "ETH"\nname = "ETH2"')), 'name = "ETH2"'),
+                  r"not valid TOML \(Cannot overwrite a value \(at (line \d+).*; \1 is 'name = …'$"),
+    "unquoted-string": (edit(('exchange = "binance"', "exchange = binance")), line_of(EXAMPLE_TEXT, "exchange = "),
+                        r"not valid TOML \(Invalid value \(at (line \d+).*; \1 is 'exchange = …'$"),
     "smart-quotes": (edit(('timezone = "UTC"', "timezone = “UTC”")), "timezone",
                      r"not valid TOML .*line \d+ is 'timezone = …'$"),
     "unclosed-table-header": (edit(("\n[schedule]\n", "\n[schedule\n")), "[schedule",
