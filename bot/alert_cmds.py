@@ -27,7 +27,9 @@ from core.errors import CorrbotError
 from core.rules import parse_duration
 
 log = logging.getLogger(__name__)
-_BUTTON = re.compile(r"^(c|m):(\d{1,12})(?::(1h|24h))?$")
+# Exactly what we put on buttons: ASCII digits (\d takes any script's), a mute's duration,
+# nothing after it (``$`` would allow a trailing newline).
+_BUTTON = re.compile(r"c:([0-9]{1,12})|m:([0-9]{1,12}):(1h|24h)")
 
 
 def _who(update: Update) -> str | None:
@@ -165,25 +167,29 @@ class AlertCommands:
             self.h.access.log_refusal(update, "button, not allowed")
             await _answer(query.answer(REFUSAL, show_alert=True))
             return
-        m = _BUTTON.match(query.data or "")
+        m = _BUTTON.fullmatch(query.data or "")
         if m is None:
             await _answer(query.answer("That button is not ours."))
             return
-        eid = int(m.group(2))
+        eid = int(m.group(1) or m.group(2))
         try:
-            if m.group(1) == "m":
+            if m.group(2):
                 seconds = 3600 if m.group(3) == "1h" else 86400
                 mute = await self.h.api.mute_episode(eid, seconds, _who(update))
-                await _answer(query.answer(f"Muted {mute.rule} {mute.target or ''} for {m.group(3)}"[:200]))
+                what = " ".join(x for x in (mute.rule, mute.target) if x)
+                await _answer(query.answer(f"Muted {what} for {m.group(3)}"[:200]))
                 return
-            await _answer(query.answer("Drawing the chart…"))
+            # A query is answered once (a second answer is refused): the data first, so that a
+            # missing alert gets its reason rather than "Drawing…" and then nothing.
             data = await self.h.api.episode_chart(eid)
         except CorrbotError as exc:
             await _answer(query.answer(str(exc)[:200]))
             return
         chat = update.effective_chat
         if chat is None or data.corr.empty:
+            await _answer(query.answer("No data to chart for that alert."))
             return
+        await _answer(query.answer("Drawing the chart…"))
         png = await asyncio.to_thread(render_chart, data)
         values = data.corr["value"].dropna()
         cap = chart_caption(data.a, data.b, data.timeframe, data.window, "1y",

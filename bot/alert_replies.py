@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.format import esc, iso_ts, signed
+from bot.format import esc, fit, iso_ts, signed
 from core.models import AlertStatus, AlertsView, BacktestSummary, EpisodeView, MuteView, RuleView
 
 ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
@@ -26,7 +26,7 @@ def alerts_reply(v: AlertsView) -> str:
     lines += [_episode(e) for e in v.firing] or ["nothing is firing"]
     lines.append(f"<b>Last {len(v.recent)} episodes</b>")
     lines += [_episode(e) for e in v.recent] or ["no alert has fired yet"]
-    return "\n".join(lines)
+    return fit(lines)
 
 
 def rules_reply(rules: Sequence[RuleView]) -> str:
@@ -37,7 +37,7 @@ def rules_reply(rules: Sequence[RuleView]) -> str:
         state = f"🔔 {r.firing} firing" if r.firing else "quiet"
         where = "" if r.window is None else f" · {esc(r.timeframe)} w{r.window}"
         lines.append(f"{ICON.get(r.severity, '•')} <b>{esc(r.name)}</b> · {esc(r.kind)}{where} · {state}"
-                     f" · {r.episodes} episodes")
+                     f" · {r.episodes} episode{'s' * (r.episodes != 1)}")
         lines.append("    " + esc(", ".join(f"{k} {v}" for k, v in r.settings.items()), 300))
         if r.pairs:
             lines.append("    pairs: " + esc(", ".join(r.pairs), 300))
@@ -58,7 +58,7 @@ def muted_reply(m: MuteView) -> str:
 def mutes_reply(mutes: Sequence[MuteView]) -> str:
     if not mutes:
         return "No active mutes. usage: /mute DURATION [RULE|ASSET|A/B] — e.g. /mute 2h btc_diverges"
-    return "<b>Active mutes</b>\n" + "\n".join(_mute(m) for m in mutes)
+    return fit(["<b>Active mutes</b>", *(_mute(m) for m in mutes)])
 
 
 def backtest_reply(s: BacktestSummary) -> str:
@@ -69,7 +69,7 @@ def backtest_reply(s: BacktestSummary) -> str:
         return lines[0] + "\nNo rules to replay."
     for rule, pair, n in s.rows:
         lines.append(f"{esc(rule)} {esc(pair)}: would have fired {n} time{'s' * (n != 1)}")
-    return "\n".join(lines)
+    return fit(lines)
 
 
 def alert_status_lines(a: AlertStatus) -> list[str]:

@@ -12,6 +12,7 @@ import logging
 import time
 
 from telegram import BotCommand, Update
+from telegram.constants import FloodLimit
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -87,8 +88,12 @@ def build_application(
     api: BotApi,
     *,
     concurrent_updates: int = 64,
+    overall_max_rate: float = FloodLimit.MESSAGES_PER_SECOND,
 ) -> Application:  # type: ignore[type-arg]
-    """The Application for ``cfg`` (not started); ``api`` answers every command."""
+    """The Application for ``cfg`` (not started); ``api`` answers every command.
+
+    ``overall_max_rate``: requests per second to all chats together, Telegram's flood limit
+    (30/s); a loopback server in tests has none, so the chat fuzz raises it."""
     redact.install(token)
     tg = cfg.telegram
     handlers = Handlers(cfg, api, Access(tg))
@@ -101,7 +106,7 @@ def build_application(
         Application.builder()
         .token(token)
         .base_url(tg.base_url)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(AIORateLimiter(overall_max_rate=overall_max_rate, max_retries=RATE_LIMIT_RETRIES))
         .concurrent_updates(concurrent_updates)
         .post_shutdown(post_shutdown)
     )

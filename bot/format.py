@@ -16,7 +16,9 @@ from typing import Any
 
 MESSAGE_LIMIT = 4096  # Telegram: message text, counted in UTF-16 code units
 CAPTION_LIMIT = 1024  # Telegram: photo caption
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and the bidi overrides/isolates that would let echoed text reorder the
+# rest of our line (an asset "\u202eCTB" shown as "BTC").
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 def utf16_len(text: str) -> int:
@@ -140,6 +142,21 @@ def _hard_wrap(lines: list[str], limit: int) -> list[str]:
             line = line[cut:]
         out.append(line)
     return out
+
+
+def fit(lines: Sequence[str], limit: int = MESSAGE_LIMIT - 96) -> str:
+    """``lines`` joined, cut to one message: a list that grows with the data (mutes, episodes,
+    backtest rows) drops its last lines and says how many, instead of arriving in several
+    messages. Each line must be balanced HTML on its own; the source length is what is
+    measured, which is never less than what Telegram counts."""
+    out: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        used += utf16_len(line) + 1
+        if used > limit:
+            return "\n".join([*out, f"… {len(lines) - i} more not shown"])
+        out.append(line)
+    return "\n".join(out)
 
 
 def caption(text: str, limit: int = CAPTION_LIMIT) -> str:

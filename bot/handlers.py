@@ -36,11 +36,19 @@ def _two(a: Args) -> tuple[str | None, str | None]:
     return names[0], names[1]
 
 
+def _command(update: Update) -> str:
+    """The command as Telegram marked it (the bot_command entity, e.g. ``corr@mybot``), read the
+    way CommandHandler reads it; not the first word, which may run on (``/help@mybot!``)."""
+    msg = update.effective_message
+    if msg is None or not msg.text or not msg.entities or msg.entities[0].offset != 0:
+        return ""
+    return msg.text[1 : msg.entities[0].length]
+
+
 def _addressed_elsewhere(update: Update, bot_username: str) -> bool:
     """``/corr@otherbot`` in a group is not for us: stay silent."""
-    text = update.effective_message.text if update.effective_message else None
-    head = (text or "").split(maxsplit=1)[0] if text else ""
-    return "@" in head and head.split("@", 1)[1].lower() != bot_username.lower()
+    parts = _command(update).split("@")
+    return len(parts) > 1 and parts[1].lower() != bot_username.lower()
 
 
 class Handlers:
@@ -171,8 +179,7 @@ class Handlers:
 
     async def unknown(self, update: Update, context: Ctx) -> None:
         # In a group, "/foo" may be another bot's command: answer only "/foo@us" there.
-        chat, msg = update.effective_chat, update.effective_message
-        head = (msg.text or "").split(maxsplit=1)[0] if msg is not None and msg.text else ""
-        if chat is not None and chat.type != "private" and "@" not in head:
+        chat = update.effective_chat
+        if chat is not None and chat.type != "private" and "@" not in _command(update):
             return
         await self.reply(update, context, "Unknown command — see /help")

@@ -9,7 +9,9 @@ or ``telegram.token_file`` (e.g. a systemd credential), see `telegram_token`.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import stat
 import tomllib
 from functools import cached_property
@@ -28,7 +30,8 @@ DEFAULT_PATH = "corrbot.toml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `nan` is "should be a finite number", not "should be less than 1".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StorageConfig(_Strict):
@@ -279,8 +282,21 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         loc = loc[:2] + loc[3:]  # pydantic names the union member ("corr_level"); users do not
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if part == "[key]":  # pydantic's marker for "the key of this dict", not a key of ours
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(part))
     return out
+
+
+def _toml_type(value: object) -> str:
+    """What the user wrote, in TOML's words."""
+    kinds = ((bool, "true/false"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"))
+    return next((name for t, name in kinds if isinstance(value, t)), "a table")
+
+
+def _key(part: str) -> str:
+    """A key as TOML would write it: bare if it can be (``windows``), else quoted (``" "``, ``"a.b"``)."""
+    return part if re.fullmatch(r"[A-Za-z0-9_^-]+", part) else json.dumps(part, ensure_ascii=False)
 
 
 def _check_semantics(cfg: Config) -> None:
@@ -321,9 +337,9 @@ def _check_semantics(cfg: Config) -> None:
         kinds = set()
         for m, w in b.members.items():
             if m.upper() not in cfg.asset_by_key:
-                raise ConfigError(f"unknown basket member {m!r} (members must be assets)", f"{where}.members.{m}")
+                raise ConfigError(f"unknown basket member {m!r} (members must be assets)", f"{where}.members.{_key(m)}")
             if not w > 0:
-                raise ConfigError(f"weight must be > 0, got {w}", f"{where}.members.{m}")
+                raise ConfigError(f"weight must be > 0, got {w}", f"{where}.members.{_key(m)}")
             kinds.add(cfg.asset_by_key[m.upper()].kind)
         if len(kinds) > 1:
             raise ConfigError("members mix crypto and equity assets", f"{where}.members")
@@ -398,9 +414,18 @@ def parse_config(data: dict[str, object]) -> Config:
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
+        loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        raise ConfigError(msg, _loc(tuple(err["loc"])) or "config") from None
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = f"should be a table, not {_toml_type(err['input'])}"  # pydantic names our class
+        elif err["type"] == "path_type":
+            msg = f"should be a file path (a string), not {_toml_type(err['input'])}"
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a rule's kind
+            loc += ("kind",)
+            given = f"unknown kind {err['ctx']['tag']!r}" if err["type"] == "union_tag_invalid" else "required"
+            msg = f"{given} (one of {', '.join(KINDS)})"
+        raise ConfigError(msg, _loc(loc) or "config") from None
     _check_semantics(cfg)
     return cfg
 
@@ -408,6 +433,21 @@ def parse_config(data: dict[str, object]) -> Config:
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The config file to use: ``path``, else $CORRBOT_CONFIG, else ./corrbot.toml."""
     return Path(path or os.environ.get("CORRBOT_CONFIG") or DEFAULT_PATH)
+
+
+def _toml_key(raw: bytes, error: str) -> str:
+    """The key (or table header) on the line a TOML error points at, e.g. ``; line 25 is name = …``.
+    Never the value: it may hold a secret (a proxy URL with a password)."""
+    m = re.search(r"at line (\d+)", error)
+    lines = raw.decode("utf-8-sig", "replace").splitlines()
+    if m is None or not 0 < int(m.group(1)) <= len(lines):
+        return ""
+    line = lines[int(m.group(1)) - 1].strip()
+    head = re.match(r"(\[+[^\]=]*\]*)|([^=]*?)\s*=", line)
+    if head is None or not (head.group(1) or head.group(2)):
+        return ""
+    shown = head.group(1) or f"{head.group(2)} = …"
+    return f"; line {m.group(1)} is {shown[:80]!r}"
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -424,7 +464,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8-sig"))  # -sig: a leading BOM (Notepad) is fine
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc}){_toml_key(raw, str(exc))}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: not valid TOML (arrays or tables nested too deeply)") from None

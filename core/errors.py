@@ -19,7 +19,11 @@ and values the user already knows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+# C0/C1 controls and the Unicode line/paragraph separators: anything that could break a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class CorrbotError(Exception):
@@ -27,11 +31,15 @@ class CorrbotError(Exception):
 
 
 class ConfigError(CorrbotError):
-    """Invalid configuration. ``key`` is the dotted path of the offending key, if known."""
+    """Invalid configuration. ``key`` is the dotted path of the offending key, if known.
+
+    The message is kept to one line whatever the file holds: line breaks and other control
+    characters from keys or values are shown escaped (``\\n``)."""
 
     def __init__(self, message: str, key: str | None = None) -> None:
         self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
+        text = f"{key}: {message}" if key else message
+        super().__init__(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
 
 
 class UserInputError(CorrbotError):

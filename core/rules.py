@@ -42,7 +42,7 @@ def format_duration(seconds: int) -> str:
 
 
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
     timeframe: Literal["1d", "1h"] = "1d"
@@ -142,7 +142,7 @@ KINDS = ("corr_level", "corr_jump", "corr_zscore", "divergence", "stale")
 
 
 class ScheduleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     crypto_poll_minutes: Annotated[int, Field(ge=1, le=1440)] = 5
     equity_poll_minutes: Annotated[int, Field(ge=1, le=390)] = 15

@@ -109,7 +109,10 @@ def unmute(db: sqlite_utils.Database, cfg: Config, ids: list[int] | None) -> int
 def set_rule(db: sqlite_utils.Database, cfg: Config, name: str, key: str, value: str, by: str | None) -> RuleView:
     rule = find_rule(cfg, name)
     current = store.overrides(db).get(rule.name, {})
-    apply_overrides(rule, {**current, key: value})  # validates like the config; raises UserInputError
+    new = apply_overrides(rule, {**current, key: value})  # validates like the config; raises UserInputError
+    windows = cfg.windows_for(new.timeframe)
+    if new.window is not None and new.window not in windows:  # the config's cross-check, as in _check_rules
+        raise UserInputError(f"{rule.name}.window: {new.window} is not one of the {new.timeframe} windows {windows}")
     store.set_override(db, rule.name, key, value, by)
     return next(r for r in rules(db, cfg) if r.name == rule.name)
 

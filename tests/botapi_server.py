@@ -131,6 +131,8 @@ class BotApiServer:
         self.me = load_fixture("getMe", self.fixtures)["result"]
         self.commands: list[dict[str, Any]] = load_fixture("getMyCommands", self.fixtures)["result"]
         self._template = load_fixture("getUpdates", self.fixtures)["result"][0]
+        self._callback_template: dict[str, Any] | None = None
+        self._answered: set[str] = set()
         self._updates: list[dict[str, Any]] = []
         self._next_update = self._template["update_id"]
         self._next_message = 1000
@@ -181,13 +183,18 @@ class BotApiServer:
 
     def push_command(
         self, text: str, *, user_id: int = 1850121251, chat_id: int | None = None,
-        chat_type: str = "private", thread_id: int | None = None,
+        chat_type: str = "private", thread_id: int | None = None, edited: bool = False,
+        entity_length: int | None = None,
     ) -> int:
-        """Queue a message update (with a bot_command entity if text starts with /)."""
+        """Queue a message update (with a bot_command entity if text starts with /).
+
+        ``entity_length``: the bot_command entity's length in UTF-16 units (0: no entity);
+        by default it covers the first word. ``edited``: an edited_message update instead.
+        """
         upd = copy.deepcopy(self._template)
         self._next_update += 1
         self._next_message += 1
-        msg = upd["message"]
+        msg = upd.pop("message")
         upd["update_id"] = self._next_update
         msg["message_id"] = self._next_message
         msg["date"] = int(time.time())
@@ -196,31 +203,42 @@ class BotApiServer:
         msg["chat"] = self.chat(cid, chat_type)
         msg["text"] = text
         head = text.split()[0] if text.split() else ""
-        if head.startswith("/"):
-            msg["entities"] = [{"offset": 0, "length": utf16_len(head), "type": "bot_command"}]
+        if entity_length is None:
+            entity_length = utf16_len(head) if head.startswith("/") else 0
+        if entity_length:
+            msg["entities"] = [{"offset": 0, "length": entity_length, "type": "bot_command"}]
         else:
             msg.pop("entities", None)
         if thread_id is not None:
             msg["message_thread_id"] = thread_id
             msg["is_topic_message"] = True
+        if edited:
+            msg["edit_date"] = msg["date"] + 1
+        upd["edited_message" if edited else "message"] = msg
         self._updates.append(upd)
         self.pushed_at[upd["update_id"]] = time.monotonic()
         self._wake()
         return int(upd["update_id"])
 
-    def push_callback(self, data: str, *, user_id: int = 1850121251, chat_id: int | None = None,
-                      message_id: int = 391) -> str:
-        """Queue a callback_query update (an inline button press), shaped like the recorded one."""
-        upd = copy.deepcopy(load_fixture("INLINE-KEYBOARD-RESULT", self.fixtures))
+    def push_callback(self, data: str | None, *, user_id: int = 1850121251, chat_id: int | None = None,
+                      message_id: int = 391, chat_type: str | None = None) -> str:
+        """Queue a callback_query update (an inline button press), shaped like the recorded one
+        (``data=None``: a query without data, as a game button sends)."""
+        if self._callback_template is None:
+            self._callback_template = load_fixture("INLINE-KEYBOARD-RESULT", self.fixtures)
+        upd = copy.deepcopy(self._callback_template)
         self._next_update += 1
         upd["update_id"] = self._next_update
         cq = upd["callback_query"]
         cq["id"] = f"cq{self._next_update}"
         cq["from"]["id"] = user_id
-        cq["message"]["chat"] = self.chat(user_id if chat_id is None else chat_id)
+        cq["message"]["chat"] = self.chat(user_id if chat_id is None else chat_id, chat_type)
         cq["message"]["message_id"] = message_id
         cq["message"]["from"] = {k: self.me[k] for k in ("id", "is_bot", "first_name", "username")}
-        cq["data"] = data
+        if data is None:
+            del cq["data"]
+        else:
+            cq["data"] = data
         self._updates.append(upd)
         self._wake()
         return str(cq["id"])
@@ -259,6 +277,11 @@ class BotApiServer:
         q = self._scripts.setdefault(method, deque())
         for k in kinds:
             q.append((chat_id, k))
+
+    @property
+    def pending(self) -> int:
+        """Updates queued and not yet confirmed by a getUpdates with a later offset."""
+        return len(self._updates)
 
     def sent(self, method: str = "sendMessage", chat_id: Any = None, ok_only: bool = True) -> list[Call]:
         return [
@@ -406,6 +429,13 @@ class BotApiServer:
         return load_fixture("sendChatAction", self.fixtures)["result"]
 
     async def _m_answerCallbackQuery(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
+        if not p.get("callback_query_id"):
+            raise ValueError("query is too old and response timeout expired or query ID is invalid")
+        if len(str(p.get("text") or "")) > 200:  # Bot API: text, 0-200 characters
+            raise ValueError("MESSAGE_TOO_LONG")
+        if p["callback_query_id"] in self._answered:  # a query is answered once
+            raise ValueError("query is too old and response timeout expired or query ID is invalid")
+        self._answered.add(p["callback_query_id"])
         return True
 
     async def _m_close(self, p: dict[str, Any], f: dict[str, bytes]) -> Any:
@@ -527,10 +557,12 @@ class BotHarness:
     """
 
     def __init__(self, cfg: Any, *, token: str = TOKEN, poll: Any = None,
-                 httpx_info: bool = False) -> None:
+                 httpx_info: bool = False, **app_kw: Any) -> None:
+        """``app_kw``: passed to `bot.app.build_application` (concurrent_updates, overall_max_rate)."""
         import threading
 
         self.cfg, self.token, self.poll, self.httpx_info = cfg, token, poll, httpx_info
+        self.app_kw = app_kw
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -551,7 +583,7 @@ class BotHarness:
         self.cfg = self.cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
         from service.api import ServiceApi
 
-        self.app = build_application(self.cfg, self.token, ServiceApi(self.cfg, poll=self.poll))
+        self.app = build_application(self.cfg, self.token, ServiceApi(self.cfg, poll=self.poll), **self.app_kw)
         if self.httpx_info:
             logging.getLogger("httpx").setLevel(logging.INFO)
         await start(self.app, poll_timeout=1)

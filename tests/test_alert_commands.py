@@ -155,3 +155,38 @@ def test_status_shows_alerts_to_admins(bot: BotHarness) -> None:
     text = one(bot, "/status", user_id=ADMIN)
     assert re.search(r"Alerts: \d+ firing · outbox \d+ waiting", text)
     assert "alerts firing:" in one(bot, "/status", user_id=USER)
+
+
+def test_button_for_a_missing_alert_is_answered_once_with_the_reason(bot: BotHarness) -> None:
+    """Found by the chat fuzz: "Drawing the chart…" went first, so the reason was a second
+    answer, which Telegram refuses; the user saw nothing."""
+    stale = rows(bot, "SELECT max(id) FROM episodes")[0][0] + 1000
+    for data, reason in ((f"c:{stale}", "no chart for that alert"), ("c:5\n", "not ours"), ("c:٣", "not ours"),
+                         (f"m:{stale}", "not ours"), (f"m:{stale}:1h", "no longer known")):
+        before = len(bot.server.calls)
+        cq = bot.server.push_callback(data, user_id=USER)
+        bot.run(bot.server.wait_for("answerCallbackQuery", lambda c, cq=cq: c.params["callback_query_id"] == cq))
+        bot.run(bot.server.idle(quiet=0.3))
+        answers = [c for c in bot.server.calls[before:] if c.method == "answerCallbackQuery"]
+        assert [c.status for c in answers] == [200], data
+        assert reason in answers[0].params["text"], (data, answers[0].params)
+        assert not [c for c in bot.server.calls[before:] if c.method == "sendPhoto"]
+
+
+def test_long_lists_fit_one_message(bot: BotHarness) -> None:
+    for _ in range(120):
+        assert one(bot, "/mute 1h").startswith("🔕 Muted #")
+    replies = bot.ask("/mute")
+    assert len(replies) == 1 and replies[0].plain.startswith("Active mutes\n")
+    assert re.search(r"\n… \d+ more not shown$", replies[0].plain)
+    assert one(bot, "/unmute all").startswith("🔔 Lifted ")
+
+
+def test_set_window_must_be_configured(bot: BotHarness) -> None:
+    """Found by the chat fuzz: /set accepted any window, and a rule on a window that is not
+    computed silently never fires. The config refuses it; so does /set now."""
+    text = one(bot, "/set coupling window 45", user_id=ADMIN)
+    assert text == "coupling.window: 45 is not one of the 1d windows [30, 90]"
+    assert "window" not in str(rows(bot, "SELECT key FROM rule_overrides WHERE rule = 'coupling'"))
+    assert one(bot, "/set coupling window 90", user_id=ADMIN).startswith("✔ coupling: window = 90")
+    assert one(bot, "/set coupling reset", user_id=ADMIN).startswith("coupling is back to its configured settings")

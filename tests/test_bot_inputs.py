@@ -109,3 +109,20 @@ def test_generated_arguments_get_exactly_one_reply(
     assert len(replies) == 1, (text, [r.text for r in replies])
     _no_parse_errors(bot)
     assert all(len(r.plain) <= 4096 for r in replies)
+
+
+@pytest.mark.parametrize("text", ["/help@mybot!", "/help@mybot.", "/help@MYBOT,", "/help@"])
+def test_command_is_the_entity_not_the_first_word(bot: BotHarness, text: str) -> None:
+    """Telegram marks ``/help@mybot`` as the command in ``/help@mybot!``; it was taken for a
+    command to a bot named ``mybot!`` and ignored (found by the chat fuzz)."""
+    entity = len(text.rstrip("!.,@"))
+    replies = bot.ask(text, entity_length=entity, quiet=0.15)
+    assert len(replies) == 1 and replies[0].plain.startswith("Commands\n/corr "), [r.text for r in replies]
+
+
+def test_other_bots_commands_are_ignored_in_groups(bot: BotHarness) -> None:
+    from botapi_server import GROUP
+    assert bot.ask("/help@otherbot", chat_id=GROUP, chat_type="group", quiet=0.3) == []
+    assert bot.ask("/nosuch", chat_id=GROUP, chat_type="group", quiet=0.3) == []
+    (reply,) = bot.ask("/nosuch@mybot", chat_id=GROUP, chat_type="group", quiet=0.2)
+    assert reply.plain == "Unknown command — see /help"
