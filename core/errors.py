@@ -24,6 +24,12 @@ from collections.abc import Sequence
 
 # C0/C1 controls and the Unicode line/paragraph separators: anything that could break a line.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(ch: str) -> str:
+    """A control character as TOML (and JSON) would write it in a quoted key: \\n, \\u007f."""
+    return _SHORT.get(ch, f"\\u{ord(ch):04x}")
 
 
 class CorrbotError(Exception):
@@ -39,7 +45,7 @@ class ConfigError(CorrbotError):
     def __init__(self, message: str, key: str | None = None) -> None:
         self.key = key
         text = f"{key}: {message}" if key else message
-        super().__init__(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
+        super().__init__(_CONTROL.sub(lambda m: _escaped(m.group()), text))
 
 
 class UserInputError(CorrbotError):

@@ -165,8 +165,8 @@ class ScheduleConfig(BaseModel):
 
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/London)") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+            raise ValueError(f"unknown time zone {v[:40]!r} (use an IANA name like Europe/London)") from None
         return v
 
 

@@ -384,3 +384,15 @@ def test_default_benchmark_must_be_equity(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace("default_window = 30", 'default_benchmark = "ETH"'))
     with pytest.raises(ConfigError, match=r"correlation\.default_benchmark"):
         load_config(path)
+
+
+def test_a_time_zone_too_long_for_a_file_name_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by tests/test_config_fuzz.py: ZoneInfo raised OSError (File name too long).
+    cfg = tmp_path / "corrbot.toml"
+    text = (REPO / "config.example.toml").read_text()
+    assert 'timezone = "UTC"' in text
+    cfg.write_text(text.replace('timezone = "UTC"', f'timezone = "{"x" * 5000}"', 1))
+    assert main(["--config", str(cfg), "check-config"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("corrbot: schedule.timezone: unknown time zone 'xxxx"), err
+    assert len(err[0]) < 200

@@ -1,7 +1,7 @@
 """The fault matrix, part 3: faults of the process's surroundings, on a real `corrbot -v run`.
 
 - Disk full while writing: the child starts with RLIMIT_FSIZE (no root needed) so its SQLite
-  files cannot grow past 256 KiB: the big catch-up poll fails ("database or disk is full"),
+  files cannot grow past the seeded database + 512 KiB: the big catch-up poll fails ("database or disk is full"),
   the service stays up and says so once; the limit is lifted (prlimit on the running child) and
   the next /poll stores exactly what a clean run stores.
 - A Bot API answering HTTP 200 with a non-JSON body (a captive portal): at start and mid-run,
@@ -24,15 +24,17 @@ from fault_world import CHATS, World, close_world, delivered, integrity, make_wo
 from service_harness import REPO, env, sigterm
 
 END = "2025-07-11"
-FSIZE = 256 * 1024
+ROOM = 512 * 1024  # beyond the seeded database's size: enough for a day's poll, not for months
 
 
 async def spawn_limited(world: World, log: Path) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
-    """`corrbot -v run` whose files may not grow past FSIZE; output through a pipe (a log file
-    would hit the limit too), copied to ``log`` here."""
+    """`corrbot -v run` whose files may not grow past the seeded database's size + ROOM (the
+    limit is per file offset: the database itself must stay writable); output through a pipe
+    (a log file would hit the limit too), copied to ``log`` here."""
+    fsize = world.db_path.stat().st_size + ROOM
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "--config", str(world.cfg), "-v", "run", cwd=REPO,
@@ -57,7 +59,7 @@ async def disk_full(world: World, clean: World) -> str:
     await world.bot.wait_for("setMyCommands", count=ready + 1, timeout=90)
     try:
         await world.poll()
-        world.set_clock(END)  # months of bars at once: far more than 256 KiB of pages
+        world.set_clock(END)  # months of bars at once: far more than 512 KiB of pages
         failed = await world.poll(may_fail=True)
         assert "poll cycle failed" in failed, failed
         assert proc.returncode is None and integrity(world.db_path) == "ok"
