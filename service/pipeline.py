@@ -96,6 +96,9 @@ def update_correlations(
         for asset, _tf, since, _seq in dirty:
             affected[asset] = min(affected.get(asset, since), since - since % DAY)
         for tf in tfs:
+            if not dirty and _up_to_date(db, cfg, tf):
+                report.rows_written[tf] = report.pairs_recomputed[tf] = report.observations[tf] = 0
+                continue
             _update_timeframe(db, cfg, tf, affected, report)
         if set(tfs) >= set(cfg.correlation.timeframes):
             corr_store.clear_dirty(db, dirty)
@@ -172,6 +175,19 @@ def save_due_checkpoints(
             for p, st in zip(due.tolist(), states, strict=True)
         ],
     )
+
+
+def _up_to_date(db: sqlite_utils.Database, cfg: Config, tf: str) -> bool:
+    """No bar was written since the last update (the caller saw no dirty marker) and the pairs,
+    windows, λ and definitions are the ones ``tf``'s rows were computed with: nothing can have
+    changed, so the panel (every bar of every asset) need not be read. Most poll cycles are
+    like this: a 5-minute crypto poll finds no closed candle until the hour turns."""
+    progress = corr_store.load_progress(db, tf)
+    if progress.stepped_to is None:
+        return False
+    if progress.layout != layout_of(cfg.pair_list, cfg.windows_for(tf), cfg.correlation.ewma_lambda):
+        return False
+    return not _changed_definitions(db, cfg, tf)
 
 
 def _changed_definitions(db: sqlite_utils.Database, cfg: Config, tf: str) -> set[tuple[str, str]]:

@@ -215,3 +215,31 @@ def test_reads_over_both_tables(tmp_path: Path) -> None:
                     lo = max(int(np.searchsorted(ts_all, after, side="right")) - context, 0)
                 np.testing.assert_array_equal(got_ts, ts_all[lo:])
                 np.testing.assert_array_equal(got_val, val_all[lo:])
+
+
+def test_an_update_with_no_new_bar_reads_no_bars_and_the_next_bar_still_counts(tmp_path: Path) -> None:
+    """Most service cycles store no bar (a 5-minute poll before the hour turns): the update then
+    reads no bars at all. A bar stored afterwards is stepped as usual, to pandas' numbers."""
+    cfg = demo_config(tmp_path / "n.db")
+    db = open_db(cfg.storage.path)
+    bars = {name: daily_close(path) for name, path in demo_files().items()}
+    load(db, bars, None, CUT)
+    update_correlations(db, cfg)
+    before = db.execute(ALL).fetchall()
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    rep = update_correlations(db, cfg)
+    db.conn.set_trace_callback(None)
+    assert rep.rows_written["1d"] == rep.observations["1d"] == rep.pairs_recomputed["1d"] == 0
+    assert not [s for s in statements if "FROM bars" in s], statements
+    assert db.execute(ALL).fetchall() == before
+    day = min(d for d in bars["IWM"].index if d > CUT)  # the next NYSE session (crypto has weekends)
+    load(db, bars, CUT, day)
+    rep = update_correlations(db, cfg)
+    assert rep.observations["1d"] == 1 and rep.pairs_recomputed["1d"] == 0
+    prices = {name: s[s.index <= day] for name, s in bars.items()}
+    for w in cfg.windows_for("1d"):
+        exp = expected(prices["BTC"], prices["IWM"], w, cfg.correlation.ewma_lambda)
+        got = corr_store.read_series(db, corr_store.find_series(db, "BTC", "IWM", "1d", w) or -1)
+        assert len(got) == len(exp)
+        np.testing.assert_allclose(got["value"].iloc[-1], float(exp["value"].iloc[-1]), rtol=0, atol=1e-9)
