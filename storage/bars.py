@@ -42,6 +42,16 @@ def _normalise(bars: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _mark_dirty(conn: sqlite3.Connection, asset: str, timeframe: str, since: int) -> None:
+    """Tell the pipeline the series changed from ``since`` on (``seq`` bumps on every change)."""
+    conn.execute(
+        "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
+        "ON CONFLICT (asset, timeframe) DO UPDATE SET "
+        "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
+        [asset, timeframe, since],
+    )
+
+
 def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.DataFrame, source: str,
                 *, slice_rows: int = _SLICE) -> UpsertResult:
     """Insert new bars and update changed ones for ``asset``/``timeframe``; one transaction.
@@ -67,12 +77,7 @@ def upsert_bars(db: sqlite_utils.Database, asset: str, timeframe: str, bars: pd.
             if write_first is not None and first is None:
                 first = write_first
         if first is not None:
-            conn.execute(
-                "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
-                "ON CONFLICT (asset, timeframe) DO UPDATE SET "
-                "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
-                [asset, timeframe, first],
-            )
+            _mark_dirty(conn, asset, timeframe, first)
     return UpsertResult(n_new, n_upd, len(bars) - n_new - n_upd)
 
 
@@ -188,12 +193,7 @@ def scale_bars_at(db: sqlite_utils.Database, asset: str, timeframe: str,
             "UPDATE bars SET open = open * ?1, high = high * ?1, low = low * ?1, close = close * ?1 "
             "WHERE asset = ?2 AND timeframe = ?3 AND ts = ?4",
             [(k, asset, timeframe, t) for t, k in items])
-        conn.execute(
-            "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
-            "ON CONFLICT (asset, timeframe) DO UPDATE SET "
-            "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
-            [asset, timeframe, min(t for t, _ in items)],
-        )
+        _mark_dirty(conn, asset, timeframe, min(t for t, _ in items))
 
 
 def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: float, *,
@@ -216,12 +216,7 @@ def rescale_bars(db: sqlite_utils.Database, asset: str, timeframe: str, factor: 
         cur = conn.execute(
             "UPDATE bars SET open = open * ?, high = high * ?, low = low * ?, close = close * ? "
             f"WHERE {where}", [factor] * 4 + params)
-        conn.execute(
-            "INSERT INTO dirty (asset, timeframe, since_ts) VALUES (?, ?, ?) "
-            "ON CONFLICT (asset, timeframe) DO UPDATE SET "
-            "since_ts = min(since_ts, excluded.since_ts), seq = seq + 1",
-            [asset, timeframe, int(first)],
-        )
+        _mark_dirty(conn, asset, timeframe, int(first))
     return int(cur.rowcount)
 
 
