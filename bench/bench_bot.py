@@ -7,26 +7,161 @@ the sendMessage for that chat arriving at the server. This covers the long-poll 
 access check, argument parsing, the two SQLite queries in worker threads, formatting, the
 AIORateLimiter and the HTTP round trip. Prints p50/p90/p99/max. Nothing is asserted.
 
+Two placements of the loopback Bot API, in the same run:
+
+- *in the bot's loop* (the tests' `BotHarness`): the fake Telegram parses every request,
+  checks the HTML and builds its answers on the bot's own event loop, so each reply also
+  waits for the server's work on the other replies — what this bench measured before;
+- *in its own process*: the same server, alone in a child process, as Telegram is in
+  production (another machine). Timestamps are taken in the child with ``time.monotonic``,
+  which is one clock for every process on Linux.
+
 Data: the demo database (real daily data, 2019–2025), built in a temporary directory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from botapi_server import BotHarness, demo_config  # noqa: E402
+from botapi_server import TOKEN, BotApiServer, BotHarness, demo_config  # noqa: E402
 
 
 def percentile(xs: list[float], p: float) -> float:
     s = sorted(xs)
     k = max(0, min(len(s) - 1, round(p / 100 * (len(s) - 1))))
     return s[k]
+
+
+# ---- the server alone in a child process ------------------------------------------------------
+
+
+def _serve(conn: Connection) -> None:
+    """Child: run the Bot API server; answer ("push", users) with the push times and
+    ("sent", start) with [(chat_id, t)] of the accepted sendMessage calls since ``start``."""
+
+    async def main() -> None:
+        server = await BotApiServer(TOKEN).start()
+        conn.send(server.port)
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await loop.run_in_executor(None, conn.recv)
+            if msg[0] == "push":
+                conn.send({u: server.pushed_at[server.push_command("/corr", user_id=u)] for u in msg[1]})
+            elif msg[0] == "count":
+                conn.send(len(server.calls))
+            elif msg[0] == "sent":
+                conn.send([(int(c.chat_id), c.t) for c in server.calls[msg[1]:]
+                           if c.method == "sendMessage" and c.status == 200])
+            else:
+                await server.stop()
+                conn.send("bye")
+                return
+
+    asyncio.run(main())
+
+
+class AppOnly:
+    """The Application on a private loop in a thread, talking to a server elsewhere."""
+
+    def __init__(self, cfg: Any, port: int) -> None:
+        from core.config import TelegramConfig
+
+        tg = cfg.telegram.model_dump()
+        tg.update(base_url=f"http://127.0.0.1:{port}/bot", base_file_url=f"http://127.0.0.1:{port}/file/bot")
+        self.cfg = cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+
+    async def _start(self) -> None:
+        from bot.app import build_application, start
+        from service.api import ServiceApi
+
+        self.app = build_application(self.cfg, TOKEN, ServiceApi(self.cfg))
+        await start(self.app, poll_timeout=1)
+
+    def close(self) -> None:
+        from bot.app import stop
+
+        asyncio.run_coroutine_threadsafe(stop(self.app), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+# ---- one measurement ------------------------------------------------------------------------
+
+
+def measure(rounds: int, users: list[int], push: Callable[[list[int]], dict[int, float]],
+            count: Callable[[], int], sent: Callable[[int], list[tuple[int, float]]]) -> list[float]:
+    latencies: list[float] = []
+    for _ in range(rounds + 1):  # the first round warms up (imports, connections) and is not counted
+        start = count()
+        pushed = push(users)
+        deadline = time.monotonic() + 60
+        got: dict[int, float] = {}
+        while len(got) < len(users) and time.monotonic() < deadline:
+            time.sleep(0.005)
+            got = dict(sent(start))
+        if _ > 0:
+            latencies += [(got[u] - pushed[u]) * 1000 for u in users if u in got]
+        time.sleep(1.1)  # let the 30 msg/s limiter refill: each round is a fresh burst
+    return latencies
+
+
+def in_loop(cfg: Any, rounds: int, users: list[int]) -> list[float]:
+    bot = BotHarness(cfg)
+    srv = bot.server
+    try:
+        return measure(
+            rounds, users,
+            lambda us: {u: srv.pushed_at[srv.push_command("/corr", user_id=u)] for u in us},
+            lambda: len(srv.calls),
+            lambda start: [(int(c.chat_id), c.t) for c in srv.calls[start:]
+                           if c.method == "sendMessage" and c.status == 200],
+        )
+    finally:
+        bot.close()
+
+
+def own_process(cfg: Any, rounds: int, users: list[int]) -> list[float]:
+    ctx = multiprocessing.get_context("spawn")  # a clean child: no copy of this process's loops
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+    proc.start()
+    port = int(parent.recv())
+    app = AppOnly(cfg, port)
+
+    def ask(*msg: Any) -> Any:
+        parent.send(msg)
+        return parent.recv()
+
+    try:
+        return measure(rounds, users, lambda us: ask("push", us), lambda: ask("count"),
+                       lambda start: ask("sent", start))
+    finally:
+        app.close()
+        ask("stop")
+        proc.join(10)
+
+
+def report(title: str, latencies: list[float], n: int) -> None:
+    print(f"{title} ({len(latencies)}/{n} replies)")
+    print(f"  p50 {percentile(latencies, 50):7.1f} ms   p90 {percentile(latencies, 90):7.1f} ms   "
+          f"p99 {percentile(latencies, 99):7.1f} ms   max {max(latencies):7.1f} ms   "
+          f"mean {statistics.fmean(latencies):.1f} ms")
 
 
 def main() -> None:
@@ -36,33 +171,10 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = demo_config(allowed_user_ids=users)
     print(f"demo database ready in {time.perf_counter() - t0:.1f}s: {cfg.storage.path}")
-    bot = BotHarness(cfg)
-    latencies: list[float] = []
-    try:
-        bot.ask("/corr", user_id=users[0])  # warm-up: imports, first connections
-        for _ in range(rounds):
-            start = len(bot.server.calls)
-            pushed = {u: bot.server.pushed_at[bot.server.push_command("/corr", user_id=u)]
-                      for u in users}
-
-            def done(start: int = start) -> dict[int, float]:
-                return {int(c.chat_id): c.t for c in bot.server.calls[start:]
-                        if c.method == "sendMessage" and c.status == 200}
-
-            deadline = time.monotonic() + 60
-            while len(done()) < chats and time.monotonic() < deadline:
-                time.sleep(0.005)
-            got = done()
-            latencies += [(got[u] - pushed[u]) * 1000 for u in users if u in got]
-            time.sleep(1.1)  # let the 30 msg/s limiter refill: each round is a fresh burst
-    finally:
-        bot.close()
-    n = rounds * chats
-    print(f"/corr latency, {chats} chats at once × {rounds} rounds ({len(latencies)}/{n} replies)")
-    print(f"  p50 {percentile(latencies, 50):7.1f} ms")
-    print(f"  p90 {percentile(latencies, 90):7.1f} ms")
-    print(f"  p99 {percentile(latencies, 99):7.1f} ms")
-    print(f"  max {max(latencies):7.1f} ms   mean {statistics.fmean(latencies):.1f} ms")
+    print(f"/corr latency, {chats} chats at once × {rounds} rounds (after one warm-up round)")
+    report("server in the bot's event loop (the tests' harness; before)", in_loop(cfg, rounds, users),
+           rounds * chats)
+    report("server in its own process (as Telegram is)", own_process(cfg, rounds, users), rounds * chats)
 
 
 if __name__ == "__main__":

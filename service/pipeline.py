@@ -120,18 +120,17 @@ def compact_recent(db: sqlite_utils.Database, cfg: Config) -> int:
     return moved
 
 
-def step_rows(
+def step_arrays(
     ts: int, out: list[WindowRows], sid: np.ndarray, keep_until: np.ndarray | None = None
-) -> list[tuple[object, ...]]:
-    """The corr rows (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) of one engine step,
-    by series id (the order of ``corr_recent``, so the insert appends).
+) -> tuple[np.ndarray, np.ndarray]:
+    """One engine step as (series ids ascending, their numbers (len, 6) in
+    `storage.corr.CORR_COLUMNS` order; NaN for NULL): what `storage.corr.write_steps` stores.
 
-    ``sid[pair, window_index]`` is the series id; NaN values become NULL in SQLite. Pairs with
-    ``keep_until[pair] >= ts`` already have this row stored (a replay from an older
-    checkpoint) and are left out.
+    ``sid[pair, window_index]`` is the series id. Pairs with ``keep_until[pair] >= ts``
+    already have this row stored (a replay from an older checkpoint) and are left out.
     """
     if not out:
-        return []
+        return np.empty(0, np.int64), np.empty((0, 6), np.float64)
     parts: list[tuple[np.ndarray, ...]] = []
     for wi, wr in enumerate(out):
         sel: slice | np.ndarray = slice(None)
@@ -144,8 +143,16 @@ def step_rows(
         )
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     order = np.argsort(cols[0], kind="stable")
-    ids, value, n, lo, hi, beta, ewma = (c[order].tolist() for c in cols)
-    return list(zip(ids, [ts] * len(ids), value, n, lo, hi, beta, ewma, strict=True))
+    return cols[0][order], np.column_stack([c[order] for c in cols[1:]]).astype(np.float64, copy=False)
+
+
+def step_rows(
+    ts: int, out: list[WindowRows], sid: np.ndarray, keep_until: np.ndarray | None = None
+) -> list[tuple[object, ...]]:
+    """The same step as `storage.corr.write_rows` rows (series_id, ts, value, n, ci_lo, ci_hi,
+    beta, ewma), by series id."""
+    ids, data = step_arrays(ts, out, sid, keep_until)
+    return corr_store.step_to_rows(ts, ids, data)
 
 
 def layout_of(pairs: list[tuple[str, str]], windows: list[int], lam: float) -> str:
@@ -279,13 +286,15 @@ def _update_timeframe(
     sessions = session_of(ts_arr, tf) if tf != "1d" else ts_arr
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log(new.to_numpy(np.float64))
-    rows: list[tuple[object, ...]] = []
+    steps: list[tuple[int, np.ndarray, np.ndarray]] = []
     stepped = 0  # observations that gave some pair a new return (what "new observations" counts)
     for i, ts in enumerate(ts_arr.tolist()):
         out = engine.step(ts, int(sessions[i]), logp[i])
         stepped += bool(out)
-        rows.extend(step_rows(ts, out, sid, keep_until))
-    corr_store.write_rows(db, rows)
+        step_ids, data = step_arrays(ts, out, sid, keep_until)
+        if step_ids.size:
+            steps.append((ts, step_ids, data))
+    corr_store.write_steps(db, steps)
     due = due_checkpoints(len(pairs), progress.checkpoint_cursor, np.array(recompute, dtype=np.int64), len(ts_arr))
     save_due_checkpoints(db, tf, engine, pairs, due)
     save_fingerprints(db, tf, pair_fingerprints(cfg, tf))
@@ -295,6 +304,6 @@ def _update_timeframe(
         tf,
         corr_store.Progress(end, layout, progress.checkpoint_cursor + 1, progress.compact_cursor),
     )
-    report.rows_written[tf] = len(rows)
+    report.rows_written[tf] = sum(st[1].size for st in steps)
     report.pairs_recomputed[tf] = len(recompute)
     report.observations[tf] = stepped

@@ -1,6 +1,7 @@
 """Correlation rows, their series ids, engine checkpoints and dirty markers.
 
-Rows live in two tables with the same columns (`corr_view` and the readers here read both):
+Rows live in two tables with the same columns (`corr_view` and the readers here read both),
+and the steps of the cycle in progress in a third, one row per step (`storage.corr_pending`):
 
 - ``corr``        keyed (series_id, ts): each series' history is contiguous, so a chart of one
                   series over years reads a few pages.
@@ -13,7 +14,9 @@ Rows live in two tables with the same columns (`corr_view` and the readers here 
 one slice per poll cycle (`service.pipeline.compact_recent`), so a row stays recent for at most
 `SLICES` cycles and each move appends many rows per series at once. A (series_id, ts) is in one
 table only, and a series' recent rows are newer than its rows in ``corr`` (see `write_rows`), so
-readers take ``corr`` then ``corr_recent`` without merging.
+readers take ``corr`` then ``corr_recent`` without merging. The same holds one level up: a
+series' pending rows are newer than its rows in both tables (`write_step`; every writer that
+deletes or moves rows first expands the pending steps into ``corr_recent``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlite_utils
+
+from storage import corr_pending as pending
 
 CORR_COLUMNS = ("value", "n", "ci_lo", "ci_hi", "beta", "ewma")
 _COLS = "ts, value, n, ci_lo, ci_hi, beta, ewma"
@@ -79,6 +84,7 @@ def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) ->
     """
     if not rows:
         return
+    pending.expand(db)  # what is pending is older than these rows
     if len({r[1] for r in rows}) >= BULK_TS:
         compact_all(db)
         db.conn.executemany(
@@ -94,8 +100,28 @@ def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) ->
         )
 
 
+def write_steps(db: sqlite_utils.Database, steps: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
+    """Store engine steps (ts, series ids ascending, numbers (len(ids), 6) in ``CORR_COLUMNS``
+    order with NaN for NULL). Same precondition as `write_rows`. A few steps (the new bars of
+    a poll) are stored one pending row each (`storage.corr_pending`); a long run (a build, a
+    backfill) goes through `write_rows` to ``corr``."""
+    if len(steps) >= BULK_TS:
+        write_rows(db, [r for ts, ids, data in steps for r in step_to_rows(ts, ids, data)])
+        return
+    for ts, ids, data in steps:
+        pending.write(db, ts, ids, data)
+
+
+def step_to_rows(ts: int, ids: np.ndarray, data: np.ndarray) -> list[tuple[object, ...]]:
+    """One step's arrays as `write_rows` rows (NaN stays NaN: SQLite stores it as NULL)."""
+    return list(zip(ids.tolist(), [ts] * ids.size, data[:, 0].tolist(), data[:, 1].astype(np.int64).tolist(),
+                    *(data[:, c].tolist() for c in range(2, pending.NCOLS)), strict=True))
+
+
 def compact(db: sqlite_utils.Database, lo: int, hi: int) -> int:
-    """Move the recent rows of series ids lo..hi (inclusive) into ``corr``; rows moved."""
+    """Move the recent rows of series ids lo..hi (inclusive) into ``corr``, after expanding
+    the pending steps into ``corr_recent``; rows moved into ``corr``."""
+    pending.expand(db)
     ts = recent_ts(db)
     if not ts:
         return 0
@@ -126,6 +152,7 @@ def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int
     """Delete the rows of these series (only those at or after ``since`` if given)."""
     lo = -(2**62) if since is None else since
     args = [(i, lo) for i in ids]
+    pending.expand(db)
     db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
     ts, listed = _recent(db)
     if ts:
@@ -165,14 +192,14 @@ def _recent(db: sqlite_utils.Database) -> tuple[list[int], str]:
 def _rows(
     db: sqlite_utils.Database,
     series_id: int,
-    cols: str,
     *,
     lo: int | None = None,
     hi: int | None = None,
     newest_first: bool = False,
     limit: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Rows of one series, lo <= ts <= hi, ordered by ts: ``corr``'s, then the newer recent ones."""
+    """Rows of one series, lo <= ts <= hi, ordered by ts: ``corr``'s, then the newer recent and
+    pending ones."""
     cond, params = "", []
     if lo is not None:
         cond += " AND ts >= ?"
@@ -188,9 +215,13 @@ def _rows(
     if ts:
         in_list = listed if len(ts) == len(every) else _ints(ts)
         recent = db.conn.execute(
-            f"SELECT {cols} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ?{order}{lim}", [series_id]
+            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ? ORDER BY ts", [series_id]
         ).fetchall()
-    old_sql = f"SELECT {cols} FROM corr WHERE series_id = ?{cond}{order}"
+    recent += [r for r in pending.rows_of(db, series_id)
+               if (lo is None or r[0] >= lo) and (hi is None or r[0] <= hi)]
+    if newest_first:
+        recent.reverse()
+    old_sql = f"SELECT {_COLS} FROM corr WHERE series_id = ?{cond}{order}"
     if newest_first:
         if limit is None:
             return recent + db.conn.execute(old_sql, [series_id, *params]).fetchall()
@@ -204,7 +235,7 @@ def _rows(
 def latest_row(
     db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None
 ) -> tuple[int, dict[str, float | None]] | None:
-    rows = _rows(db, series_id, _COLS, hi=at_or_before, newest_first=True, limit=1)
+    rows = _rows(db, series_id, hi=at_or_before, newest_first=True, limit=1)
     if not rows:
         return None
     row = rows[0]
@@ -212,7 +243,7 @@ def latest_row(
 
 
 def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
-    rows = _rows(db, series_id, _COLS, lo=since)
+    rows = _rows(db, series_id, lo=since)
     df = pd.DataFrame(rows, columns=["ts", *CORR_COLUMNS]).set_index("ts")
     return df.astype({c: "float64" for c in CORR_COLUMNS if c != "n"})
 
@@ -232,6 +263,7 @@ def series_tail(
         recent = db.conn.execute(
             f"SELECT ts, value FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? ORDER BY ts", [series_id]
         ).fetchall()
+    recent += [r[:2] for r in pending.rows_of(db, series_id)]
     if after_ts is None:
         need = context + 1 - len(recent)
         old = db.conn.execute(
@@ -271,14 +303,20 @@ def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) ->
     le, n, first = db.conn.execute(
         f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
     ).fetchone()
-    return int(le), int(n), None if first is None else int(first)
+    le, n = int(le), int(n)
+    for r in pending.rows_of(db, series_id):
+        t, v = r[0], r[1]
+        if t <= ts and v is not None:
+            le, n = le + (v <= value), n + 1
+            first = t if first is None else min(int(first), t)
+    return le, n, None if first is None else int(first)
 
 
 def latest_ts(db: sqlite_utils.Database) -> int | None:
     """The newest observation with a stored row, any series."""
     row = db.execute("SELECT max(t) FROM (SELECT max(ts) AS t FROM corr UNION ALL SELECT max(ts) FROM corr_recent)")
     got = row.fetchone()[0]
-    return None if got is None else int(got)
+    return max((int(t) for t in (got, pending.latest_ts(db)) if t is not None), default=None)
 
 
 def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
@@ -291,7 +329,8 @@ def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
             "JOIN series s ON s.id = c.series_id WHERE s.timeframe = ?"
         )
         params = [timeframe]
-    return int(db.execute(sql, params).fetchone()[0])
+    ids = None if timeframe is None else timeframe_series(db, timeframe)
+    return int(db.execute(sql, params).fetchone()[0]) + pending.count(db, ids)
 
 
 # ---- checkpoints --------------------------------------------------------------------------

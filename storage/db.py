@@ -10,6 +10,9 @@ Tables (browsable with Datasette as is; `corr_view` joins the ids back to names)
                   (series_id, ts) so one series' history is contiguous
 - ``corr_recent`` the same columns keyed (ts, series_id): the last bars' rows, appended cheaply
                   and moved into ``corr`` a slice of series at a time (see `storage.corr`)
+- ``corr_pending`` the steps of the poll cycle in progress, one row each: the step's series
+                  ids and numbers as two blobs, expanded into ``corr_recent`` once the cycle's
+                  alerts are out (`storage.corr_pending`; not in ``corr_view`` until then)
 - ``corr_progress`` per timeframe: rows stored through which observation, for which pairs and
                   windows, and the rotating checkpoint / compaction cursors
 - ``pair_state``  engine checkpoint per pair × timeframe (last ts, return buffers, EWMA sums);
@@ -44,7 +47,7 @@ import sqlite_utils
 
 from core.errors import ConfigError, CorrbotError, StorageError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -192,8 +195,17 @@ def _v5_corr_recent(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_corr_pending(db: sqlite_utils.Database) -> None:
+    # Issue 10: a new bar's rows as one row per engine step (storage/corr_pending.py). Empty
+    # at creation; nothing else changes.
+    db.execute("CREATE TABLE corr_pending (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, "
+               "ids BLOB NOT NULL, data BLOB NOT NULL)")
+
+
 # Index i migrates a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5_corr_recent]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _v4, _v5_corr_recent, _v6_corr_pending,
+]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -203,7 +215,7 @@ TABLES = frozenset({
     "meta", "bars", "series", "corr", "pair_state", "dirty", "feed_status", "push_chats",
     "alert_state", "episodes", "outbox", "outbox_episodes", "mutes", "rule_overrides",
     "series_fingerprint",
-    "corr_recent", "corr_progress",
+    "corr_recent", "corr_progress", "corr_pending",
 })
 DEFAULT_BUSY_TIMEOUT = 30.0
 

@@ -243,3 +243,69 @@ def test_an_update_with_no_new_bar_reads_no_bars_and_the_next_bar_still_counts(t
         got = corr_store.read_series(db, corr_store.find_series(db, "BTC", "IWM", "1d", w) or -1)
         assert len(got) == len(exp)
         np.testing.assert_allclose(got["value"].iloc[-1], float(exp["value"].iloc[-1]), rtol=0, atol=1e-9)
+
+
+def _reads(db: sqlite_utils.Database, cursor: int) -> dict[str, object]:
+    """Every read the users' paths make, for every series: /chart, /corr, the alert layer."""
+    got: dict[str, object] = {"latest_ts": corr_store.latest_ts(db), "count": corr_store.count_rows(db),
+                              "count_1d": corr_store.count_rows(db, "1d")}
+    for sid in corr_store.timeframe_series(db, "1d").tolist():
+        series = corr_store.read_series(db, sid)
+        last = corr_store.latest_row(db, sid)
+        got[f"series {sid}"] = series.to_numpy().tobytes() + series.index.to_numpy().tobytes()
+        got[f"latest {sid}"] = last
+        got[f"before {sid}"] = corr_store.latest_row(db, sid, at_or_before=cursor)
+        for after in (None, cursor):
+            ts, val = corr_store.series_tail(db, sid, after, 5)
+            got[f"tail {sid} {after}"] = ts.tobytes() + val.tobytes()
+        if last is not None and last[1]["value"] is not None:
+            got[f"rank {sid}"] = corr_store.rank_at(db, sid, last[0], float(last[1]["value"]))
+            got[f"rank-1 {sid}"] = corr_store.rank_at(db, sid, cursor, float(last[1]["value"]))
+    return got
+
+
+def test_pending_steps_read_the_same_as_rows_and_expand_to_them(full: sqlite_utils.Database, tmp_path: Path) -> None:
+    """The service stores each new bar's step as one pending row and expands it after the
+    cycle's alerts: every read before the expansion equals the same read after it, for every
+    series, also through another connection opened earlier (the bot's readers); the result
+    equals the full build, and a revised bar (which deletes rows) expands first."""
+    cfg = demo_config(tmp_path / "p.db")
+    db = open_db(cfg.storage.path)
+    reader = open_db(cfg.storage.path)
+    bars = {name: daily_close(path) for name, path in demo_files().items()}
+    load(db, bars, None, CUT)
+    update_correlations(db, cfg)
+    days = sorted(d for d in bars["IWM"].index if d > CUT)  # sessions: each gives every pair a step
+    cursor = int(pd.Timestamp(days[1]).timestamp())
+    before = corr_store.latest_row(reader, corr_store.find_series(db, "BTC", "IWM", "1d", 30) or -1)
+    for lo, hi in zip([CUT, *days[:3]], days[:4], strict=True):
+        load(db, bars, lo, hi)
+        update_correlations(db, cfg, compact=False)  # as `corrbot run` does: the cycle's alerts come next
+    assert db.execute("SELECT count(*) FROM corr_pending").fetchone()[0] == 4
+    after = corr_store.latest_row(reader, corr_store.find_series(db, "BTC", "IWM", "1d", 30) or -1)
+    assert before is not None and after is not None and after[0] == int(pd.Timestamp(days[3]).timestamp()) > before[0]
+
+    # A revised IWM bar two sessions back: its pairs' rows from there are deleted and rewritten.
+    iwm = bars["IWM"][bars["IWM"].index <= days[3]].copy()
+    iwm[days[2]] *= 1.01
+    epoch = (iwm.index - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    upsert_bars(db, "IWM", "1d", pd.DataFrame({"close": iwm.to_numpy()}, index=epoch), "t")
+    update_correlations(db, cfg, compact=False)
+    upsert_bars(db, "IWM", "1d", pd.DataFrame({"close": bars["IWM"][days[2]:days[3]].to_numpy()},
+                                             index=epoch[-2:]), "t")
+    update_correlations(db, cfg, compact=False)
+    load(db, bars, days[3], days[4])
+    update_correlations(db, cfg, compact=False)
+    assert db.execute("SELECT count(*) FROM corr_pending").fetchone()[0] >= 1
+
+    pending_reads = _reads(db, cursor)
+    assert _reads(reader, cursor) == pending_reads
+    compact_recent(db, cfg)
+    assert db.execute("SELECT count(*) FROM corr_pending").fetchone()[0] == 0
+    assert _reads(db, cursor) == pending_reads
+    assert _reads(reader, cursor) == pending_reads
+    corr_store.compact_all(db)
+    assert _reads(db, cursor) == pending_reads
+    end = pd.Timestamp(days[4]).strftime("%Y-%m-%d")
+    want = [r for r in full.execute(ALL).fetchall() if r[4] <= end]
+    assert_same_rows(db.execute(ALL).fetchall(), want)
