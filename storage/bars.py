@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, islice
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,25 @@ COLUMNS = ("open", "high", "low", "close", "volume")
 # the tolerance only absorbs float32 round-trips in some CSV exports.
 _REL_TOL = 1e-12
 _SLICE = 200_000  # rows per read/compare/write slice: bounds memory on multi-million-row imports
+# Rows per INSERT statement. One statement of many VALUES rows keeps SQLite's cursor on the
+# B-tree and pays the per-statement cost (reset, cursor open, the sqlite3 module's per-row
+# loop) once per block instead of once per bar: about twice the speed of a per-row
+# executemany. 32 rows is 195 bound parameters, far below any SQLITE_MAX_VARIABLE_NUMBER
+# (999 in old builds); larger blocks measured no faster.
+_BLOCK = 32
+_UPSERT = (
+    "INSERT INTO bars (asset, timeframe, source, ts, open, high, low, close, volume) VALUES {} "
+    "ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
+    "open = excluded.open, high = excluded.high, low = excluded.low, "
+    "close = excluded.close, volume = excluded.volume, source = excluded.source"
+)
+
+
+def _upsert_sql(rows: int) -> str:
+    """The upsert of ``rows`` bars: ?1-?3 are asset, timeframe and source (bound once per
+    statement), then ts and the five values of each bar."""
+    one = "(?1, ?2, ?3, " + ", ".join("?" for _ in range(6)) + ")"
+    return _UPSERT.format(", ".join([one] * rows))
 
 
 @dataclass(frozen=True)
@@ -102,21 +121,27 @@ def _upsert_slice(conn: sqlite3.Connection, asset: str, timeframe: str, df: pd.D
     changed_mask[~is_new] = ~same.all(axis=1)
     write = df.loc[is_new | changed_mask]
     if len(write):
-        # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
-        # Python checks on the import hot path.
-        n = len(write)
-        cols = [write[c].to_numpy().tolist() for c in COLUMNS]
-        rows = zip(repeat(asset, n), repeat(timeframe, n), write.index.tolist(), *cols,
-                   repeat(source, n), strict=True)
-        conn.executemany(
-            "INSERT INTO bars (asset, timeframe, ts, open, high, low, close, volume, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
-            "open = excluded.open, high = excluded.high, low = excluded.low, "
-            "close = excluded.close, volume = excluded.volume, source = excluded.source",
-            rows,
-        )
+        _write_rows(conn, asset, timeframe, source, write)
     first = int(write.index[0]) if len(write) else None
     return int(is_new.sum()), int(changed_mask.sum()), first
+
+
+def _write_rows(conn: sqlite3.Connection, asset: str, timeframe: str, source: str,
+                df: pd.DataFrame) -> None:
+    """Upsert the rows of ``df`` (normalised, sorted), ``_BLOCK`` bars per statement."""
+    n = len(df)
+    # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
+    # Python checks on the import hot path. Values stream from the columns (islice over one
+    # flat iterator): no list of all parameters is built.
+    values = chain.from_iterable(zip(df.index.tolist(), *(df[c].to_numpy().tolist() for c in COLUMNS),
+                                     strict=True))
+    head = [asset, timeframe, source]
+    full, rest = divmod(n, _BLOCK)
+    if full:
+        conn.executemany(_upsert_sql(_BLOCK),
+                         ([*head, *islice(values, 6 * _BLOCK)] for _ in range(full)))
+    if rest:
+        conn.execute(_upsert_sql(rest), [*head, *values])
 
 
 def read_bars(
