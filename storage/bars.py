@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -133,17 +133,17 @@ def _write_rows(conn: sqlite3.Connection, asset: str, timeframe: str, source: st
     """Upsert the rows of ``df`` (normalised, sorted), ``_BLOCK`` bars per statement."""
     n = len(df)
     # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
-    # Python checks on the import hot path. Values stream from the columns (islice over one
-    # flat iterator): no list of all parameters is built.
-    values = chain.from_iterable(zip(df.index.tolist(), *(df[c].to_numpy().tolist() for c in COLUMNS),
-                                     strict=True))
+    # Python checks on the import hot path. One flat list of the slice's values (pointers to
+    # the column lists' floats: 8 bytes a value), cut into one parameter list per statement.
+    values = list(chain.from_iterable(zip(df.index.tolist(), *(df[c].to_numpy().tolist() for c in COLUMNS),
+                                          strict=True)))
     head = [asset, timeframe, source]
-    full, rest = divmod(n, _BLOCK)
+    per = 6 * _BLOCK
+    full = n // _BLOCK
     if full:
-        conn.executemany(_upsert_sql(_BLOCK),
-                         ([*head, *islice(values, 6 * _BLOCK)] for _ in range(full)))
-    if rest:
-        conn.execute(_upsert_sql(rest), [*head, *values])
+        conn.executemany(_upsert_sql(_BLOCK), (head + values[i : i + per] for i in range(0, full * per, per)))
+    if n % _BLOCK:
+        conn.execute(_upsert_sql(n % _BLOCK), head + values[full * per :])
 
 
 def read_bars(
