@@ -12,10 +12,10 @@ Peak memory on a big file: bench/bench_import_memory.py.
 ``bench_import.py --file ASSET PATH [repeats]``: a real file instead (say a Binance hourly
 dump), in this process, so start-up is not counted: `import_csv` end to end into a fresh
 database, side by side with a bare sqlite3 ``executemany`` of the same parsed rows into the
-same ``bars`` table of another fresh database (the floor), in one transaction each. A second
-floor inserts the same rows 32 to a multi-row INSERT statement, the statement shape `upsert_bars`
-uses: what is left between it and the import is parsing and the checks. Medians of ``repeats``
-(default 7).
+same ``bars`` table of another fresh database (the reference of the import/executemany ratio),
+in one transaction each. A second baseline inserts the same rows 32 to a multi-row INSERT
+statement, the statement shape `upsert_bars` uses (the floor now): what is left between it and
+the import is parsing and the checks. Medians of ``repeats`` (default 7).
 """
 
 from __future__ import annotations
