@@ -12,7 +12,10 @@ Peak memory on a big file: bench/bench_import_memory.py.
 ``bench_import.py --file ASSET PATH [repeats]``: a real file instead (say a Binance hourly
 dump), in this process, so start-up is not counted: `import_csv` end to end into a fresh
 database, side by side with a bare sqlite3 ``executemany`` of the same parsed rows into the
-same ``bars`` table of another fresh database (the floor). Medians of ``repeats`` (default 7).
+same ``bars`` table of another fresh database (the reference of the import/executemany ratio),
+in one transaction each. A second baseline inserts the same rows 32 to a multi-row INSERT
+statement, the statement shape `upsert_bars` uses (the floor now): what is left between it and
+the import is parsing and the checks. Medians of ``repeats`` (default 7).
 """
 
 from __future__ import annotations
@@ -117,7 +120,11 @@ def real_file(asset: str, path: Path, repeats: int) -> None:
     b = parsed.bars
     cols = [b[c].tolist() for c in ("open", "high", "low", "close", "volume")]
     rows = list(zip([asset] * n, [parsed.timeframe] * n, b.index.tolist(), *cols, ["bare"] * n, strict=True))
-    t_imp, t_bare = [], []
+    block = 32
+    flat = [v for row in rows for v in row]
+    multi = ("INSERT INTO bars VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * block),
+             [flat[i : i + 9 * block] for i in range(0, n // block * 9 * block, 9 * block)])
+    t_imp, t_bare, t_multi = [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         for i in range(repeats):
             db = open_db(Path(tmp_name) / f"imp{i}.db")
@@ -131,11 +138,21 @@ def real_file(asset: str, path: Path, repeats: int) -> None:
                 conn.executemany("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             t_bare.append(time.perf_counter() - t0)
             db.conn.close()
+            db = open_db(Path(tmp_name) / f"multi{i}.db")
+            t0 = time.perf_counter()
+            with transaction(db) as conn:
+                conn.executemany(multi[0], multi[1])
+                conn.executemany("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[n // block * block :])
+            t_multi.append(time.perf_counter() - t0)
+            db.conn.close()
     imp, bare = float(np.median(t_imp)), float(np.median(t_bare))
     print(f"{path.name}: {n:,} bars ({parsed.timeframe}), {rep.inserted:,} inserted; median of {repeats}, in process")
     _rate("import_csv end to end", n, imp)
     _rate("bare executemany", n, bare)
     print(f"  import / bare executemany speed: {bare / imp:.2f}×")
+    multi_t = float(np.median(t_multi))
+    _rate("bare 32-row INSERTs", n, multi_t)
+    print(f"  import / bare 32-row INSERTs speed: {multi_t / imp:.2f}×")
 
 
 def main() -> None:

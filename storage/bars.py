@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,25 @@ COLUMNS = ("open", "high", "low", "close", "volume")
 # the tolerance only absorbs float32 round-trips in some CSV exports.
 _REL_TOL = 1e-12
 _SLICE = 200_000  # rows per read/compare/write slice: bounds memory on multi-million-row imports
+# Rows per INSERT statement. One statement of many VALUES rows keeps SQLite's cursor on the
+# B-tree and pays the per-statement cost (reset, cursor open, the sqlite3 module's per-row
+# loop) once per block instead of once per bar: about twice the speed of a per-row
+# executemany. 32 rows is 195 bound parameters, far below any SQLITE_MAX_VARIABLE_NUMBER
+# (999 in old builds); larger blocks measured no faster.
+_BLOCK = 32
+_UPSERT = (
+    "INSERT INTO bars (asset, timeframe, source, ts, open, high, low, close, volume) VALUES {} "
+    "ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
+    "open = excluded.open, high = excluded.high, low = excluded.low, "
+    "close = excluded.close, volume = excluded.volume, source = excluded.source"
+)
+
+
+def _upsert_sql(rows: int) -> str:
+    """The upsert of ``rows`` bars: ?1-?3 are asset, timeframe and source (bound once per
+    statement), then ts and the five values of each bar."""
+    one = "(?1, ?2, ?3, " + ", ".join("?" for _ in range(6)) + ")"
+    return _UPSERT.format(", ".join([one] * rows))
 
 
 @dataclass(frozen=True)
@@ -85,38 +104,46 @@ def _upsert_slice(conn: sqlite3.Connection, asset: str, timeframe: str, df: pd.D
                   source: str) -> tuple[int, int, int | None]:
     """One sorted slice: (inserted, updated, first written ts or None)."""
     lo, hi = int(df.index[0]), int(df.index[-1])
-    existing = pd.DataFrame(
-        conn.execute(
-            "SELECT ts, open, high, low, close, volume FROM bars "
-            "WHERE asset = ? AND timeframe = ? AND ts BETWEEN ? AND ?",
-            [asset, timeframe, lo, hi],
-        ).fetchall(),
-        columns=["ts", *COLUMNS],
-    )
-    existing = existing.set_index("ts").astype("float64")
-    is_new = ~df.index.isin(existing.index)
-    old = existing.reindex(df.index[~is_new])
-    new_vals = df.loc[~is_new]
-    same = np.isclose(new_vals.to_numpy(), old.to_numpy(), rtol=_REL_TOL, atol=0.0, equal_nan=True)
+    rows = conn.execute(
+        "SELECT ts, open, high, low, close, volume FROM bars "
+        "WHERE asset = ? AND timeframe = ? AND ts BETWEEN ? AND ?",
+        [asset, timeframe, lo, hi],
+    ).fetchall()
+    # One float64 array straight from the tuples (a NULL becomes NaN; ts < 2**53 is exact): a
+    # DataFrame built from a list of tuples costs several times more on a re-import.
+    stored = np.array(rows, dtype=np.float64).reshape(-1, 1 + len(COLUMNS))
+    idx = df.index.to_numpy(np.int64)
+    old_ts = stored[:, 0].astype(np.int64)
+    pos = np.minimum(np.searchsorted(idx, old_ts), len(idx) - 1)
+    hit = idx[pos] == old_ts  # stored bars the batch has (the others it lacks are left alone)
+    is_new = np.ones(len(df), dtype=bool)
+    is_new[pos[hit]] = False
+    same = np.isclose(df.to_numpy()[pos[hit]], stored[hit, 1:], rtol=_REL_TOL, atol=0.0, equal_nan=True)
     changed_mask = np.zeros(len(df), dtype=bool)
-    changed_mask[~is_new] = ~same.all(axis=1)
+    changed_mask[pos[hit]] = ~same.all(axis=1)
     write = df.loc[is_new | changed_mask]
     if len(write):
-        # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
-        # Python checks on the import hot path.
-        n = len(write)
-        cols = [write[c].to_numpy().tolist() for c in COLUMNS]
-        rows = zip(repeat(asset, n), repeat(timeframe, n), write.index.tolist(), *cols,
-                   repeat(source, n), strict=True)
-        conn.executemany(
-            "INSERT INTO bars (asset, timeframe, ts, open, high, low, close, volume, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (asset, timeframe, ts) DO UPDATE SET "
-            "open = excluded.open, high = excluded.high, low = excluded.low, "
-            "close = excluded.close, volume = excluded.volume, source = excluded.source",
-            rows,
-        )
+        _write_rows(conn, asset, timeframe, source, write)
     first = int(write.index[0]) if len(write) else None
     return int(is_new.sum()), int(changed_mask.sum()), first
+
+
+def _write_rows(conn: sqlite3.Connection, asset: str, timeframe: str, source: str,
+                df: pd.DataFrame) -> None:
+    """Upsert the rows of ``df`` (normalised, sorted), ``_BLOCK`` bars per statement."""
+    n = len(df)
+    # SQLite stores a bound NaN as NULL, so columnar lists bind directly: no per-value
+    # Python checks on the import hot path. One flat list of the slice's values (pointers to
+    # the column lists' floats: 8 bytes a value), cut into one parameter list per statement.
+    values = list(chain.from_iterable(zip(df.index.tolist(), *(df[c].to_numpy().tolist() for c in COLUMNS),
+                                          strict=True)))
+    head = [asset, timeframe, source]
+    per = 6 * _BLOCK
+    full = n // _BLOCK
+    if full:
+        conn.executemany(_upsert_sql(_BLOCK), (head + values[i : i + per] for i in range(0, full * per, per)))
+    if n % _BLOCK:
+        conn.execute(_upsert_sql(n % _BLOCK), head + values[full * per :])
 
 
 def read_bars(
