@@ -48,6 +48,7 @@ from service.pipeline import (  # noqa: E402
     CHECKPOINT_SLICES,
     due_checkpoints,
     save_due_checkpoints,
+    step_arrays,
     step_rows,
     update_correlations,
 )
@@ -60,7 +61,7 @@ N_EQUITY = 100
 LAM = 0.94
 WARM = 300  # observations of history stepped before measuring
 PREFILL = 70  # of which the last PREFILL are also written to the DB (≈ 1 leaf page per series)
-NEW = 30  # new bars per measured phase; phases a, b, c use consecutive bars
+NEW = 30  # new bars per measured phase; phases a, b0, b, c use consecutive bars
 PANDAS_SAMPLE = 500  # pairs timed for the pandas baseline, scaled linearly to 10,000
 PANDAS_REPEAT = 3
 DAY_WINDOWS = [30, 90]
@@ -110,7 +111,7 @@ class Universe:
     def __init__(self, tf: str, windows: list[int], rng: np.random.Generator, db_path: Path) -> None:
         self.tf = tf
         self.windows = windows
-        n_obs = WARM + 3 * NEW
+        n_obs = WARM + 4 * NEW  # phases a, b0, b, c
         self.ts, self.sess = clock(tf, n_obs)
         if tf == "1d":
             self.sess = self.ts
@@ -171,18 +172,27 @@ class Universe:
             nrows.append(sum(len(w.pair) for w in out))
         return times, nrows
 
-    def phase_b(self, with_checkpoint: bool) -> dict[str, list[float]]:
+    def phase_b(self, with_checkpoint: bool, path: str = "steps") -> dict[str, list[float]]:
+        """``path`` "steps": what `service.pipeline` does now (`step_arrays`, then
+        `storage.corr.write_steps`: one pending row per step); "rows": the row path it replaced
+        (`step_rows`, then `write_rows` into ``corr_recent``), the baseline in the same run."""
         keys = ("total", "step", "rows", "write", "compact", "commit", "ckpt")
         parts: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(NEW):
             t0 = time.perf_counter()
             ts, out = self.step()
             t1 = time.perf_counter()
-            rows = step_rows(ts, out, self.sid)
+            if path == "steps":
+                ids, data = step_arrays(ts, out, self.sid)
+            else:
+                rows = step_rows(ts, out, self.sid)
             t2 = time.perf_counter()
             tx = transaction(self.db)
             tx.__enter__()
-            corr_store.write_rows(self.db, rows)
+            if path == "steps":
+                corr_store.write_steps(self.db, [(ts, ids, data)] if ids.size else [])
+            else:
+                corr_store.write_rows(self.db, rows)
             t3 = time.perf_counter()
             t4 = t3
             if with_checkpoint:
@@ -192,7 +202,7 @@ class Universe:
             tx.__exit__(None, None, None)
             t6 = time.perf_counter()
             self.updates += 1
-            with transaction(self.db):
+            with transaction(self.db):  # expands the pending step, then moves one slice
                 corr_store.compact_slice(self.db, self.sid.ravel(), self.updates)
             parts["compact"].append(time.perf_counter() - t6)
             parts["total"].append(t6 - t0)
@@ -357,25 +367,27 @@ def main() -> None:
                 f"(a) step alone       : {ms_stats(a)}   [{int(np.median(nrows))} rows/bar median; "
                 f"{sum(n == 0 for n in nrows)} of {NEW} bars open a session and give no rows]"
             )
-            b = u.phase_b(with_checkpoint=False)
-            print(f"(b) step+rows+store  : {ms_stats(b['total'])}")
+            base = u.phase_b(with_checkpoint=False, path="rows")
+            print(f"(b0) baseline, the row path (step_rows + write_rows into corr_recent): {ms_stats(base['total'])}")
             print(
-                f"      of which (median): step {med(b['step']) * 1e3:.1f}, build rows {med(b['rows']) * 1e3:.1f}, "
-                f"write_rows {med(b['write']) * 1e3:.1f}, COMMIT {med(b['commit']) * 1e3:.1f} ms"
+                f"      of which (median): step {med(base['step']) * 1e3:.1f}, build rows {med(base['rows']) * 1e3:.1f}, "
+                f"write_rows {med(base['write']) * 1e3:.1f}, COMMIT {med(base['commit']) * 1e3:.1f} ms; "
+                f"then (m) compact_slice {med(base['compact']) * 1e3:.1f} ms"
             )
-            print(f"(m) then compact_slice in its own transaction: {ms_stats(b['compact'])}")
+            b = u.phase_b(with_checkpoint=False)
+            print(f"(b) step+rows+store  : {ms_stats(b['total'])}   [the pipeline's path: one pending row per step]")
+            print(
+                f"      of which (median): step {med(b['step']) * 1e3:.1f}, step arrays {med(b['rows']) * 1e3:.1f}, "
+                f"write_steps {med(b['write']) * 1e3:.1f}, COMMIT {med(b['commit']) * 1e3:.1f} ms"
+            )
+            print(f"(m) then, after the alerts, expand + compact_slice in its own transaction: {ms_stats(b['compact'])}")
             c = u.phase_b(with_checkpoint=True)
             state = u.engine.state_size * 8
             print(f"(c) (b)+checkpoint   : {ms_stats(c['total'])}")
             print(
-                f"      of which (median): step {med(c['step']) * 1e3:.1f}, build rows {med(c['rows']) * 1e3:.1f}, "
-                f"write_rows {med(c['write']) * 1e3:.1f}, checkpoints {med(c['ckpt']) * 1e3:.1f}, "
-                f"COMMIT {med(c['commit']) * 1e3:.1f} ms; then (m) compact_slice {med(c['compact']) * 1e3:.1f} ms"
-            )
-            per_save = -(-len(u.pairs) // CHECKPOINT_SLICES)
-            print(
-                f"      checkpoint: {state} B state blob per pair × {per_save} pairs (1 in {CHECKPOINT_SLICES}, rotating) = "
-                f"{state * per_save / mb:.2f} MB of blobs per save"
+                f"      of which (median): step {med(c['step']) * 1e3:.1f}, step arrays {med(c['rows']) * 1e3:.1f}, "
+                f"write_steps {med(c['write']) * 1e3:.1f}, checkpoints {med(c['ckpt']) * 1e3:.1f}, "
+                f"COMMIT {med(c['commit']) * 1e3:.1f} ms; then (m) {med(c['compact']) * 1e3:.1f} ms"
             )
             p = pandas_baseline(u, rng)
             print(
@@ -384,7 +396,8 @@ def main() -> None:
             )
             print(
                 f"      w+1 prices per window      : {p['short'] * 1e3:9.0f} ms/bar  "
-                f"→ (b) is {p['short'] / med(b['total']):6.1f}× faster, (a) {p['short'] / med(a):6.1f}×"
+                f"→ (b) is {p['short'] / med(b['total']):6.1f}× faster, (c) {p['short'] / med(c['total']):6.1f}×, "
+                f"(b0) {p['short'] / med(base['total']):6.1f}×, (a) {p['short'] / med(a):6.1f}×"
             )
             print(
                 f"      full history ({p['history']} obs)  : {p['full'] * 1e3:9.0f} ms/bar  "

@@ -87,17 +87,9 @@ def write_rows(db: sqlite_utils.Database, rows: Sequence[tuple[object, ...]]) ->
     pending.expand(db)  # what is pending is older than these rows
     if len({r[1] for r in rows}) >= BULK_TS:
         compact_all(db)
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            sorted(rows, key=itemgetter(0, 1)),
-        )
+        pending.insert_rows(db.conn, "corr", sorted(rows, key=itemgetter(0, 1)))
     else:
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO corr_recent (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            sorted(rows, key=itemgetter(1, 0)),
-        )
+        pending.insert_rows(db.conn, "corr_recent", sorted(rows, key=itemgetter(1, 0)))
 
 
 def write_steps(db: sqlite_utils.Database, steps: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
@@ -114,8 +106,7 @@ def write_steps(db: sqlite_utils.Database, steps: Sequence[tuple[int, np.ndarray
 
 def step_to_rows(ts: int, ids: np.ndarray, data: np.ndarray) -> list[tuple[object, ...]]:
     """One step's arrays as `write_rows` rows (NaN stays NaN: SQLite stores it as NULL)."""
-    return list(zip(ids.tolist(), [ts] * ids.size, data[:, 0].tolist(), data[:, 1].astype(np.int64).tolist(),
-                    *(data[:, c].tolist() for c in range(2, pending.NCOLS)), strict=True))
+    return pending.step_rows(pending.Step(ts, ids, data))
 
 
 def compact(db: sqlite_utils.Database, lo: int, hi: int) -> int:

@@ -18,12 +18,20 @@ than the series' rows there.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import sqlite_utils
 
 NCOLS = 6  # value, n, ci_lo, ci_hi, beta, ewma
+# Rows per INSERT statement when rows are written out: one statement of many VALUES rows pays
+# the per-statement cost once per block (as storage/bars.py does for bars); 32 × 8 = 256
+# parameters, below SQLITE_MAX_VARIABLE_NUMBER of any build.
+BLOCK = 32
+ROW_COLUMNS = "series_id, ts, value, n, ci_lo, ci_hi, beta, ewma"
 Row = tuple[int, float | None, int | None, float | None, float | None, float | None, float | None]
 
 
@@ -91,18 +99,33 @@ def latest_ts(db: sqlite_utils.Database) -> int | None:
     return max((st.ts for st in steps(db)), default=None)
 
 
+def insert_rows(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[object]]) -> None:
+    """INSERT OR REPLACE ``rows`` of `ROW_COLUMNS` into ``corr`` or ``corr_recent``, `BLOCK`
+    rows per statement, in the order given (SQLite stores a bound NaN as NULL)."""
+    width = 8
+    one = "(" + ", ".join("?" * width) + ")"
+    flat = list(chain.from_iterable(rows))
+    per = width * BLOCK
+    full = len(rows) // BLOCK
+    head = f"INSERT OR REPLACE INTO {table} ({ROW_COLUMNS}) VALUES "
+    if full:
+        conn.executemany(head + ", ".join([one] * BLOCK), (flat[i : i + per] for i in range(0, full * per, per)))
+    if len(rows) % BLOCK:
+        conn.execute(head + ", ".join([one] * (len(rows) % BLOCK)), flat[full * per :])
+
+
+def step_rows(st: Step) -> list[tuple[object, ...]]:
+    """One step as rows of `ROW_COLUMNS`, by series id."""
+    d = st.data
+    return list(zip(st.ids.tolist(), [st.ts] * st.ids.size, d[:, 0].tolist(), d[:, 1].astype(np.int64).tolist(),
+                    *(d[:, c].tolist() for c in range(2, NCOLS)), strict=True))
+
+
 def expand(db: sqlite_utils.Database) -> int:
     """Move every pending row into ``corr_recent`` (the caller holds the transaction); rows moved."""
     moved = 0
     for st in steps(db):
-        d = st.data
-        # SQLite stores a NaN bound as REAL as NULL, as the row path does.
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO corr_recent (ts, series_id, value, n, ci_lo, ci_hi, beta, ewma) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            zip([st.ts] * st.ids.size, st.ids.tolist(), d[:, 0].tolist(), d[:, 1].astype(np.int64).tolist(),
-                *(d[:, c].tolist() for c in range(2, NCOLS)), strict=True),
-        )
+        insert_rows(db.conn, "corr_recent", step_rows(st))
         moved += st.ids.size
     if moved or steps(db):
         db.conn.execute("DELETE FROM corr_pending")
