@@ -8,8 +8,10 @@ be run on both checkouts (it imports the checkout it lives in).
 
 1. History: every series' rows but the last ``LIVE`` bars, written in one bulk `write_rows`
    (series-major order), then the last ``LIVE`` bars one bar at a time the way the pipeline
-   stores a new bar (`write_rows`, then where it exists `compact_slice` in a transaction of
-   its own, as `service.pipeline.compact_recent` does).
+   stores a new bar (`write_steps` where it exists, else `write_rows`; then where it exists
+   `compact_slice` in a transaction of its own, as `service.pipeline.compact_recent` does).
+   The last bar is left as the alert layer finds it (pending, where that exists); the reads
+   are then repeated after the upkeep.
 2. Reads, each timed per call (median, p90 over the sample):
    - /corr: `latest_row` of a series, and `latest_row(at_or_before=ts − 7 days)` (the change);
    - /chart: `read_series` of one series, the whole history and the last 365 days;
@@ -83,13 +85,19 @@ def main() -> None:
                 corr_store.write_rows(db, rows_for(chunk, ts[:-LIVE], rng))
         t_bulk = time.perf_counter() - t0
         t_live = []
+        steps = getattr(corr_store, "write_steps", None)  # the pipeline's path since the pending tier
+        order = np.argsort(sid)
         for i in range(LIVE):
             rows = rows_for(sid, ts[n_bars - LIVE + i : n_bars - LIVE + i + 1], rng)
             t0 = time.perf_counter()
             with transaction(db):
-                corr_store.write_rows(db, rows)
+                if steps is not None:
+                    arr = np.array([r[2:] for r in rows], dtype=np.float64)[order]
+                    steps(db, [(int(ts[n_bars - LIVE + i]), sid[order], arr)])
+                else:
+                    corr_store.write_rows(db, rows)
             t_live.append(time.perf_counter() - t0)
-            if compact is not None:
+            if compact is not None and i < LIVE - 1:  # the last bar stays as the alerts find it
                 with transaction(db):
                     compact(db, sid, i)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -114,12 +122,22 @@ def main() -> None:
         few = pick[:50]
         print(f"/chart  read_series, all {n_bars} rows : {stats(timed(lambda s: corr_store.read_series(db, s), [(s,) for s in few]))}")
         print(f"/chart  read_series, last 365 days   : {stats(timed(lambda s: corr_store.read_series(db, s, last - 365 * DAY), [(s,) for s in few]))}")
-        t0 = time.perf_counter()
-        got = 0
-        for s in sid.tolist():
-            got += series_tail(db, s, int(ts[-2]), 60)[0].size
-        t_all = time.perf_counter() - t0
-        print(f"alerts  series_tail of all {sid.size} series: {t_all * 1e3:.0f} ms total, {t_all / sid.size * 1e6:.0f} µs per series ({got} rows)")
+        def alert_reads(when: str) -> None:
+            t0 = time.perf_counter()
+            got = 0
+            for s in sid.tolist():
+                got += series_tail(db, s, int(ts[-2]), 60)[0].size
+            t_all = time.perf_counter() - t0
+            print(f"alerts  series_tail of all {sid.size} series{when}: {t_all * 1e3:.0f} ms total, {t_all / sid.size * 1e6:.0f} µs per series ({got} rows)")
+
+        alert_reads(" (the new bar as the alerts read it)")
+        if compact is not None:
+            with transaction(db):
+                compact(db, sid, LIVE - 1)
+            print("after the cycle's upkeep (the new bar written out as rows, one slice compacted):")
+            print(f"/corr   latest_row                   : {stats(timed(lambda s: corr_store.latest_row(db, s), [(s,) for s in pick]))}")
+            print(f"/chart  read_series, all {n_bars} rows : {stats(timed(lambda s: corr_store.read_series(db, s), [(s,) for s in few]))}")
+            alert_reads("")
         db.conn.close()
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import sqlite_utils
 
 from storage import corr_pending as pending
+from storage.db import rollbacks
 
 CORR_COLUMNS = ("value", "n", "ci_lo", "ci_hi", "beta", "ewma")
 _COLS = "ts, value, n, ci_lo, ci_hi, beta, ewma"
@@ -145,7 +146,8 @@ def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int
     args = [(i, lo) for i in ids]
     pending.expand(db)
     db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
-    ts, listed = _recent(db)
+    tiers = _tiers(db)
+    ts, listed = tiers.recent, tiers.listed
     if ts:
         db.conn.executemany(f"DELETE FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? AND ts >= ?", args)
 
@@ -158,26 +160,31 @@ def _ints(xs: Sequence[int]) -> str:
 
 
 def recent_ts(db: sqlite_utils.Database) -> list[int]:
-    """The distinct ts of ``corr_recent``, newest first (a few dozen).
-
-    Cached on the connection until it or another connection writes (``total_changes``,
-    ``PRAGMA data_version``): every read of a series needs the list, and finding it costs a
-    seek per ts. A stale list can only hold a ts too many (after a rollback), which costs a
-    seek that finds nothing.
-    """
-    return _recent(db)[0]
+    """The distinct ts of ``corr_recent``, newest first (a few dozen)."""
+    return _tiers(db).recent
 
 
-def _recent(db: sqlite_utils.Database) -> tuple[list[int], str]:
-    """`recent_ts` and the same as an SQL list."""
+@dataclass(frozen=True)
+class _Tiers:
+    recent: list[int]  # distinct ts of corr_recent, newest first
+    listed: str  # the same as an SQL list
+    pending: list[pending.Step]
+
+
+def _tiers(db: sqlite_utils.Database) -> _Tiers:
+    """What every read of a series needs besides ``corr``: the ts of ``corr_recent`` (finding
+    them costs a seek per ts) and the decoded pending steps. Cached on the connection until it
+    or another connection writes (``total_changes``, ``PRAGMA data_version``) or it rolls a
+    transaction back (`storage.db.rollbacks`)."""
     conn = db.conn
-    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-    cached = getattr(db, "_corr_recent_ts", None)
+    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes, rollbacks(db))
+    cached = getattr(db, "_corr_tiers", None)
     if cached is not None and cached[0] == key:
         return cached[1]  # type: ignore[no-any-return]
     ts = [int(t) for (t,) in conn.execute(_RECENT_TS + "SELECT t FROM rts WHERE t IS NOT NULL")]
-    setattr(db, "_corr_recent_ts", (key, (ts, _ints(ts))))  # noqa: B010 — sqlite_utils.Database has no slot for it
-    return ts, _ints(ts)
+    tiers = _Tiers(ts, _ints(ts), pending.load(conn))
+    setattr(db, "_corr_tiers", (key, tiers))  # noqa: B010 — sqlite_utils.Database has no slot for it
+    return tiers
 
 
 def _rows(
@@ -199,28 +206,31 @@ def _rows(
         cond += " AND ts <= ?"
         params.append(hi)
     order = " ORDER BY ts" + (" DESC" if newest_first else "")
-    lim = "" if limit is None else f" LIMIT {int(limit)}"
-    every, listed = _recent(db)
+    tiers = _tiers(db)
+    newer = [r for r in pending.rows_of(tiers.pending, series_id)
+             if (lo is None or r[0] >= lo) and (hi is None or r[0] <= hi)]
+    if newest_first:
+        newer.reverse()
+    # Each table is asked for no more than the limit still needs, newest tier first.
+    def lim() -> str:
+        return "" if limit is None else f" LIMIT {max(int(limit) - len(newer), 0)}"
+
+    every, listed = tiers.recent, tiers.listed
     ts = [t for t in every if (lo is None or t >= lo) and (hi is None or t <= hi)]
-    recent: list[tuple[Any, ...]] = []
-    if ts:
+    if ts and (limit is None or not newest_first or len(newer) < limit):
         in_list = listed if len(ts) == len(every) else _ints(ts)
         recent = db.conn.execute(
-            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ? ORDER BY ts", [series_id]
+            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ?{order}"
+            + (lim() if newest_first else ""), [series_id]
         ).fetchall()
-    recent += [r for r in pending.rows_of(db, series_id)
-               if (lo is None or r[0] >= lo) and (hi is None or r[0] <= hi)]
-    if newest_first:
-        recent.reverse()
+        newer = newer + recent if newest_first else recent + newer
     old_sql = f"SELECT {_COLS} FROM corr WHERE series_id = ?{cond}{order}"
     if newest_first:
-        if limit is None:
-            return recent + db.conn.execute(old_sql, [series_id, *params]).fetchall()
-        if len(recent) >= limit:
-            return recent[:limit]
-        return recent + db.conn.execute(f"{old_sql} LIMIT {limit - len(recent)}", [series_id, *params]).fetchall()
-    rows = db.conn.execute(old_sql + lim, [series_id, *params]).fetchall() + recent
-    return rows if limit is None else rows[:limit]
+        if limit is not None and len(newer) >= limit:
+            return newer[:limit]
+        return newer + db.conn.execute(old_sql + lim(), [series_id, *params]).fetchall()
+    rows = db.conn.execute(old_sql + ("" if limit is None else f" LIMIT {int(limit)}"), [series_id, *params]).fetchall()
+    return (rows + newer)[:limit] if limit is not None else rows + newer
 
 
 def latest_row(
@@ -248,13 +258,14 @@ def series_tail(
     The alert layer calls this for every series each cycle, so it reads the series' recent rows
     once and ``corr`` once (recent rows are newer than the series' rows in ``corr``).
     """
-    every, listed = _recent(db)
+    tiers = _tiers(db)
+    every, listed = tiers.recent, tiers.listed
     recent: list[tuple[Any, ...]] = []
     if every:
         recent = db.conn.execute(
             f"SELECT ts, value FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? ORDER BY ts", [series_id]
         ).fetchall()
-    recent += [r[:2] for r in pending.rows_of(db, series_id)]
+    recent += [r[:2] for r in pending.rows_of(tiers.pending, series_id)]
     if after_ts is None:
         need = context + 1 - len(recent)
         old = db.conn.execute(
@@ -287,7 +298,8 @@ def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) ->
     """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
     up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
     cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
-    every, listed = _recent(db)
+    tiers = _tiers(db)
+    every, listed = tiers.recent, tiers.listed
     recent = f"SELECT value, ts FROM corr_recent WHERE ts IN ({listed}) AND {cond}" if every else None
     src = f"SELECT value, ts FROM corr WHERE {cond}" + (f" UNION ALL {recent}" if recent else "")
     params = [series_id, ts] * (2 if recent else 1)
@@ -295,7 +307,7 @@ def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) ->
         f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
     ).fetchone()
     le, n = int(le), int(n)
-    for r in pending.rows_of(db, series_id):
+    for r in pending.rows_of(tiers.pending, series_id):
         t, v = r[0], r[1]
         if t <= ts and v is not None:
             le, n = le + (v <= value), n + 1
@@ -307,7 +319,7 @@ def latest_ts(db: sqlite_utils.Database) -> int | None:
     """The newest observation with a stored row, any series."""
     row = db.execute("SELECT max(t) FROM (SELECT max(ts) AS t FROM corr UNION ALL SELECT max(ts) FROM corr_recent)")
     got = row.fetchone()[0]
-    return max((int(t) for t in (got, pending.latest_ts(db)) if t is not None), default=None)
+    return max((int(t) for t in (got, pending.latest_ts(_tiers(db).pending)) if t is not None), default=None)
 
 
 def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
@@ -321,7 +333,7 @@ def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
         )
         params = [timeframe]
     ids = None if timeframe is None else timeframe_series(db, timeframe)
-    return int(db.execute(sql, params).fetchone()[0]) + pending.count(db, ids)
+    return int(db.execute(sql, params).fetchone()[0]) + pending.count(_tiers(db).pending, ids)
 
 
 # ---- checkpoints --------------------------------------------------------------------------

@@ -63,40 +63,32 @@ def write(db: sqlite_utils.Database, ts: int, ids: np.ndarray, data: np.ndarray)
     )
 
 
-def steps(db: sqlite_utils.Database) -> list[Step]:
-    """Every stored step, oldest first; decoded once per connection until the database changes
-    (same key as `storage.corr.recent_ts`: ``PRAGMA data_version`` and ``total_changes``)."""
-    conn = db.conn
-    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-    cached = getattr(db, "_corr_pending", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]  # type: ignore[no-any-return]
-    got = [
+def load(conn: sqlite3.Connection) -> list[Step]:
+    """Every stored step, oldest first (`storage.corr` caches this per connection)."""
+    return [
         Step(int(ts), np.frombuffer(ids, dtype="<i8"), np.frombuffer(data, dtype="<f8").reshape(-1, NCOLS))
         for ts, ids, data in conn.execute("SELECT ts, ids, data FROM corr_pending ORDER BY id")
     ]
-    setattr(db, "_corr_pending", (key, got))  # noqa: B010 — sqlite_utils.Database has no slot for it
-    return got
 
 
-def rows_of(db: sqlite_utils.Database, series_id: int) -> list[Row]:
-    """The series' pending rows, (ts, value, n, ci_lo, ci_hi, beta, ewma), oldest first."""
+def rows_of(steps: list[Step], series_id: int) -> list[Row]:
+    """The series' rows in ``steps``, (ts, value, n, ci_lo, ci_hi, beta, ewma), oldest first."""
     out: list[Row] = []
-    for st in steps(db):
+    for st in steps:
         i = st.find(series_id)
         if i is not None:
             out.append(st.row(i))
     return sorted(out, key=lambda r: r[0])
 
 
-def count(db: sqlite_utils.Database, ids: np.ndarray | None = None) -> int:
-    """Pending rows (of the series ``ids``, ascending, if given)."""
+def count(steps: list[Step], ids: np.ndarray | None = None) -> int:
+    """Rows in ``steps`` (of the series ``ids``, ascending, if given)."""
     return sum(st.ids.size if ids is None else int(np.isin(st.ids, ids, assume_unique=True).sum())
-               for st in steps(db))
+               for st in steps)
 
 
-def latest_ts(db: sqlite_utils.Database) -> int | None:
-    return max((st.ts for st in steps(db)), default=None)
+def latest_ts(steps: list[Step]) -> int | None:
+    return max((st.ts for st in steps), default=None)
 
 
 def insert_rows(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[object]]) -> None:
@@ -124,9 +116,10 @@ def step_rows(st: Step) -> list[tuple[object, ...]]:
 def expand(db: sqlite_utils.Database) -> int:
     """Move every pending row into ``corr_recent`` (the caller holds the transaction); rows moved."""
     moved = 0
-    for st in steps(db):
+    steps = load(db.conn)
+    for st in steps:
         insert_rows(db.conn, "corr_recent", step_rows(st))
         moved += st.ids.size
-    if moved or steps(db):
+    if steps:
         db.conn.execute("DELETE FROM corr_pending")
     return moved

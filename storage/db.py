@@ -386,6 +386,7 @@ class transaction:
     """
 
     def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
         self.conn: sqlite3.Connection = db.conn
         self.outer = False
 
@@ -414,3 +415,10 @@ class transaction:
         if self.conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
+        # Read caches keyed on total_changes (storage.corr) must not outlive rows rolled back.
+        setattr(self.db, "rollbacks", rollbacks(self.db) + 1)  # noqa: B010 — no slot on sqlite_utils.Database
+
+
+def rollbacks(db: sqlite_utils.Database) -> int:
+    """How many transactions of this connection were rolled back: part of every read cache's key."""
+    return int(getattr(db, "rollbacks", 0))

@@ -20,7 +20,7 @@ from service.demo import DATA, build_demo_db, demo_config, demo_files
 from service.pipeline import CHECKPOINT_SLICES, compact_recent, update_correlations
 from storage import corr as corr_store
 from storage.bars import upsert_bars
-from storage.db import MIGRATIONS, SCHEMA_VERSION, open_db
+from storage.db import MIGRATIONS, SCHEMA_VERSION, open_db, transaction
 
 CUT = pd.Timestamp("2025-05-30")
 ALL = "SELECT a, b, timeframe, window, asof, value, ci_lo, ci_hi, beta, ewma, n FROM corr_view ORDER BY 1, 2, 3, 4, 5"
@@ -309,3 +309,23 @@ def test_pending_steps_read_the_same_as_rows_and_expand_to_them(full: sqlite_uti
     end = pd.Timestamp(days[4]).strftime("%Y-%m-%d")
     want = [r for r in full.execute(ALL).fetchall() if r[4] <= end]
     assert_same_rows(db.execute(ALL).fetchall(), want)
+
+
+def test_a_rolled_back_step_is_not_read_afterwards(tmp_path: Path) -> None:
+    """A step read inside the transaction that wrote it is gone for this connection's readers
+    once the transaction rolls back (the cache of pending steps is keyed on rollbacks too)."""
+    db = open_db(tmp_path / "r.db")
+    ids = corr_store.series_ids(db, [("BTC", "IWM", "1d", 30), ("ETH", "IWM", "1d", 30)])
+    sid = np.array(sorted(ids.values()), dtype=np.int64)
+    data = np.array([[0.5, 30, 0.2, 0.7, 1.1, 0.45], [np.nan, 30, np.nan, np.nan, 0.9, 0.3]])
+    with transaction(db):
+        corr_store.write_steps(db, [(86_400, sid, data)])
+    assert corr_store.latest_row(db, int(sid[1])) == (
+        86_400, {"value": None, "n": 30, "ci_lo": None, "ci_hi": None, "beta": 0.9, "ewma": 0.3})
+    with pytest.raises(RuntimeError), transaction(db):
+        corr_store.write_steps(db, [(2 * 86_400, sid, data + 0.01)])
+        assert corr_store.latest_row(db, int(sid[0]))[0] == 2 * 86_400  # type: ignore[index]
+        raise RuntimeError("disk full, say")
+    assert corr_store.latest_row(db, int(sid[0])) == (
+        86_400, {"value": 0.5, "n": 30, "ci_lo": 0.2, "ci_hi": 0.7, "beta": 1.1, "ewma": 0.45})
+    assert corr_store.latest_ts(db) == 86_400 and corr_store.count_rows(db) == 2
