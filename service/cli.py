@@ -25,8 +25,8 @@ from core.config import Config, config_path, load_config
 from core.errors import ConfigError, CorrbotError, ImportFileError, UserInputError
 from core.models import iso
 from service import analysis_cli, queries
-from service.entry import early_stop
 from service.logsetup import configure as configure_logging
+from service.signals import early_stop
 from service.textfmt import backtest_table, history_table, rank_table, reading_lines, watch_list
 from storage.db import explain
 

@@ -1,36 +1,14 @@
 """The `corrbot` console script: a light front door for service.cli.
 
-`corrbot run` is started and stopped by systemd. Importing the CLI loads pandas, pydantic and
-friends (about a second); a SIGTERM in that second used to kill the process outright. Here the
-stop handlers are installed first, with nothing but the standard library loaded, so a stop at
-any moment of start-up ends the run cleanly (exit 0).
+The stop handlers (`service.signals`) are installed before the heavy imports, so a SIGTERM
+at any moment of start-up ends `corrbot run` cleanly.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 
-_HUP: list[bool] = []  # a SIGHUP (reload) that came before the service could act on it
-
-
-def early_stop() -> asyncio.Event:
-    """SIGTERM/SIGINT set the returned event instead of killing the process (the service's own
-    handlers replace these once its event loop runs); a SIGHUP, whose default is to kill, is
-    remembered and acted on once the service runs (`early_hup`)."""
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda _sig, _frame: _HUP.append(True))
-    return stop
-
-
-def early_hup() -> bool:
-    """Did a SIGHUP come during start-up? (Asked once, by the runner, when it is ready.)"""
-    seen = bool(_HUP)
-    _HUP.clear()
-    return seen
+from service.signals import early_stop
 
 
 def main() -> int:

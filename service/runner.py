@@ -48,12 +48,12 @@ from core.errors import ConfigError, CorrbotError
 from service.api import ServiceApi
 from service.cycle import PollCycle
 from service.digest import queue_digest
-from service.entry import early_hup
 from service.executor import DaemonExecutor
 from service.instance import InstanceLock
 from service.lifecycle import BOT_STOP_SECONDS, Service, Work
 from service.metrics import Metrics
 from service.reload import Reloader
+from service.signals import early_hup
 from storage.db import open_db
 from storage.push_chats import PushChats
 
