@@ -45,6 +45,7 @@ from yahoo_server import YahooServer  # noqa: E402
 from bot.delivery import ConsoleDelivery  # noqa: E402
 from core.config import load_config  # noqa: E402
 from service.evaluate import evaluate  # noqa: E402
+from service.heap import trim_heap  # noqa: E402
 from service.logsetup import configure  # noqa: E402
 from service.pipeline import update_correlations  # noqa: E402
 from service.runner import equities_due  # noqa: E402
@@ -133,6 +134,7 @@ async def simulate(days: float, start: str, tmp: Path) -> None:
             rep = evaluate(db, cfg, ["console"], now=now)
             fired, resolved, messages = fired + rep.fired, resolved + rep.resolved, messages + rep.messages
             await console.round()
+            trim_heap()
             cycle_s.append(time.perf_counter() - c0)
             if i == 0:
                 rss_first = rss_mb()
