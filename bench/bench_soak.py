@@ -4,8 +4,9 @@ The example config's watch list and rules (config.example.toml), against the loo
 Binance and Yahoo servers of tests/ (real ccxt and yfinance clients, real SQLite): crypto
 every 5 minutes around the clock, equities every 15 minutes while the NYSE is open plus the
 slot after the close — the runner's own `equities_due` — then correlations, the alert rules
-and a console delivery round, exactly the cycle `service.cycle.PollCycle` runs. The clock is
-the servers' (what bars exist) and the cycle's ``now``; nothing sleeps.
+and a console delivery round, then the heap trim (`service.heap`): the cycle
+`service.cycle.PollCycle` runs. The clock is the servers' (what bars exist) and the cycle's
+``now``; nothing sleeps.
 
 Reported: RSS at start, after the first (backfill) cycle and at the end, per simulated day;
 DB growth per day; cycles, bars and alerts; cycle time percentiles. Then `corrbot run`
