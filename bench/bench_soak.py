@@ -4,8 +4,9 @@ The example config's watch list and rules (config.example.toml), against the loo
 Binance and Yahoo servers of tests/ (real ccxt and yfinance clients, real SQLite): crypto
 every 5 minutes around the clock, equities every 15 minutes while the NYSE is open plus the
 slot after the close — the runner's own `equities_due` — then correlations, the alert rules
-and a console delivery round, exactly the cycle `service.cycle.PollCycle` runs. The clock is
-the servers' (what bars exist) and the cycle's ``now``; nothing sleeps.
+and a console delivery round, then the heap trim (`service.heap`): the cycle
+`service.cycle.PollCycle` runs. The clock is the servers' (what bars exist) and the cycle's
+``now``; nothing sleeps.
 
 Reported: RSS at start, after the first (backfill) cycle and at the end, per simulated day;
 DB growth per day; cycles, bars and alerts; cycle time percentiles. Then `corrbot run`
@@ -45,6 +46,7 @@ from yahoo_server import YahooServer  # noqa: E402
 from bot.delivery import ConsoleDelivery  # noqa: E402
 from core.config import load_config  # noqa: E402
 from service.evaluate import evaluate  # noqa: E402
+from service.heap import trim_heap  # noqa: E402
 from service.logsetup import configure  # noqa: E402
 from service.pipeline import update_correlations  # noqa: E402
 from service.runner import equities_due  # noqa: E402
@@ -133,6 +135,7 @@ async def simulate(days: float, start: str, tmp: Path) -> None:
             rep = evaluate(db, cfg, ["console"], now=now)
             fired, resolved, messages = fired + rep.fired, resolved + rep.resolved, messages + rep.messages
             await console.round()
+            trim_heap()
             cycle_s.append(time.perf_counter() - c0)
             if i == 0:
                 rss_first = rss_mb()

@@ -18,7 +18,6 @@ from telegram.error import TelegramError
 from bot import alert_replies
 from bot.access import ADMIN_ONLY, REFUSAL
 from bot.args import UsageError, parse_period, usage
-from bot.charts import render_chart
 from bot.format import esc
 from bot.handlers import Ctx, Handlers
 from bot.notify import send_png
@@ -190,6 +189,8 @@ class AlertCommands:
             await _answer(query.answer("No data to chart for that alert."))
             return
         await _answer(query.answer("Drawing the chart…"))
+        from bot.charts import render_chart  # matplotlib (~27 MB) only once a chart is drawn
+
         png = await asyncio.to_thread(render_chart, data)
         values = data.corr["value"].dropna()
         cap = chart_caption(data.a, data.b, data.timeframe, data.window, "1y",

@@ -18,7 +18,6 @@ from telegram.error import Forbidden, TelegramError
 from bot import analysis_replies as ar
 from bot import replies
 from bot.args import Args, parse_args
-from bot.charts_extra import render_heatmap, render_history
 from bot.format import esc
 from bot.handlers import Ctx, Handlers
 from bot.notify import send_png
@@ -57,6 +56,8 @@ class AnalysisCommands:
         if not any(c.value is not None for c in h.cells):
             await self.h.reply(update, context, f"No correlations stored yet for {esc(h.timeframe)} w{h.window}.")
             return
+        from bot.charts_extra import render_heatmap  # matplotlib (~27 MB) only once a chart is drawn
+
         await self._photo(update, context, lambda: render_heatmap(h), ar.heatmap_caption(h))
 
     async def leadlag(self, update: Update, context: Ctx) -> None:
@@ -76,4 +77,6 @@ class AnalysisCommands:
             return
         await self.h.reply(update, context, replies.history_reply(data.history))
         if data.history.rows:
+            from bot.charts_extra import render_history  # matplotlib only once a chart is drawn
+
             await self._photo(update, context, lambda: render_history(data), ar.history_caption(data.a, data.groups))

@@ -21,7 +21,6 @@ from bot import replies
 from bot.access import ADMIN_ONLY, REFUSAL, Access
 from bot.api import BotApi
 from bot.args import Args, parse_args
-from bot.charts import render_chart
 from bot.format import esc
 from bot.notify import send_html, send_png
 from core.config import Config
@@ -135,6 +134,8 @@ class Handlers:
             return
         with contextlib.suppress(TelegramError):  # only a courtesy
             await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_PHOTO)
+        from bot.charts import render_chart  # matplotlib (~27 MB) only once a chart is drawn
+
         png = await asyncio.to_thread(render_chart, data)
         values = data.corr["value"].dropna()
         last = float(values.iloc[-1]) if len(values) else None

@@ -28,7 +28,7 @@ from core.rules import (
 from monitors.align import pair_returns
 from monitors.lifecycle import LifeState, Transition, advance
 from monitors.rules import Signal, divergence_signal, jump_signal, level_signal, zscore_signal
-from service.pipeline import build_panel, members_of
+from service.pipeline import build_panel, members_of, panel_end
 from storage import corr as corr_store
 from storage.alerts import overrides, series_tail
 from storage.status import all_status
@@ -107,6 +107,17 @@ def _pad(vals: np.ndarray, first: int, context: int) -> np.ndarray:
     return np.concatenate([head, vals[max(lo, 0):]])[None, :]
 
 
+def _returns_after(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, cursor: int | None) -> bool:
+    """Whether the pair has an aligned return after ``cursor`` (any return when None), told by
+    its stored correlation rows — one per return (`Engine.step` writes a row for every return,
+    NaN until the window fills) — so only call it when they are current (`panel_end`)."""
+    sid = corr_store.find_series(db, a, b, tf, cfg.windows_for(tf)[0])
+    if sid is None:
+        return True  # not a stored pair: only the panel can tell
+    last = corr_store.latest_row(db, sid)
+    return last is not None and (cursor is None or last[0] > cursor)
+
+
 def rule_inputs(
     db: sqlite_utils.Database, cfg: Config, rule: RuleConfig, cursors: dict[str, int | None], *,
     now: float, end: int | None = None, panels: dict[str, pd.DataFrame] | None = None,
@@ -116,10 +127,16 @@ def rule_inputs(
         return _stale_inputs(db, cfg, rule, now)
     window = cfg.rule_window(rule)
     out: list[KeyInput] = []
+    current: list[bool] = []  # are the stored correlations those of the stored bars? (asked once)
     for a, b in cfg.rule_pairs(rule):
         key = f"{a}/{b}"
         cursor = cursors.get(key)
         if isinstance(rule, DivergenceRule):
+            if panels is None or rule.timeframe not in panels:
+                if not current:
+                    current.append(panel_end(db, cfg, rule.timeframe) is not None)
+                if current[0] and not _returns_after(db, cfg, a, b, rule.timeframe, cursor):
+                    continue  # most cycles: no new return, so no panel (every stored bar) to read
             if panels is None:
                 panels = {}
             if rule.timeframe not in panels:

@@ -23,6 +23,7 @@ from core.config import Config
 from feeds.base import FeedResult
 from service.evaluate import evaluate
 from service.health import SourceHealth
+from service.heap import trim_heap
 from service.metrics import Metrics
 from service.pipeline import UpdateReport, compact_recent, update_correlations
 from service.sync import poll_crypto, poll_equities
@@ -82,6 +83,7 @@ class PollCycle:
             if self.deliver is not None:
                 await self.deliver()
             await asyncio.to_thread(compact_recent, self.db, cfg)  # storage upkeep, after the alerts
+            trim_heap()  # the cycle's freed frames back to the OS: RSS stays flat (bench_soak.py)
         except Exception as exc:
             if self.metrics is not None:
                 self.metrics.cycle(ok=False, seconds=time.monotonic() - t0, now=time.time())

@@ -58,6 +58,15 @@ def build_panel(db: sqlite_utils.Database, cfg: Config, timeframe: str) -> pd.Da
     return panel.reindex(columns=cfg.names)
 
 
+def panel_end(db: sqlite_utils.Database, cfg: Config, timeframe: str) -> int | None:
+    """The last observation `build_panel` would return, without reading any bar — known when
+    no bar was written since the update that stepped ``timeframe`` to it and the definitions
+    are unchanged (the panel is then the one that update read); else None."""
+    if corr_store.read_dirty(db) or not _up_to_date(db, cfg, timeframe):
+        return None
+    return corr_store.load_progress(db, timeframe).stepped_to
+
+
 def members_of(cfg: Config, name: str) -> list[str]:
     basket = cfg.basket_by_key.get(name)
     return [m.upper() for m in basket.members] if basket else [name]
