@@ -4,7 +4,7 @@ The example config's watch list and rules (config.example.toml), against the loo
 Binance and Yahoo servers of tests/ (real ccxt and yfinance clients, real SQLite): crypto
 every 5 minutes around the clock, equities every 15 minutes while the NYSE is open plus the
 slot after the close — the runner's own `equities_due` — then correlations, the alert rules
-and a console delivery round, then the heap trim (`service.heap`): the cycle
+and a console delivery round, then the storage upkeep and the heap trim (`service.heap`): the cycle
 `service.cycle.PollCycle` runs. The clock is the servers' (what bars exist) and the cycle's
 ``now``; nothing sleeps.
 
@@ -48,7 +48,7 @@ from core.config import load_config  # noqa: E402
 from service.evaluate import evaluate  # noqa: E402
 from service.heap import trim_heap  # noqa: E402
 from service.logsetup import configure  # noqa: E402
-from service.pipeline import update_correlations  # noqa: E402
+from service.pipeline import compact_recent, update_correlations  # noqa: E402
 from service.runner import equities_due  # noqa: E402
 from service.sync import poll_crypto, poll_equities  # noqa: E402
 from storage.db import open_db  # noqa: E402
@@ -131,10 +131,11 @@ async def simulate(days: float, start: str, tmp: Path) -> None:
             if equities_due(now, cfg):
                 res += await poll_equities(db, cfg, now=datetime.fromtimestamp(now, UTC))
             bars += sum(r.inserted for r in res)
-            update_correlations(db, cfg)
+            update_correlations(db, cfg, compact=False)
             rep = evaluate(db, cfg, ["console"], now=now)
             fired, resolved, messages = fired + rep.fired, resolved + rep.resolved, messages + rep.messages
             await console.round()
+            compact_recent(db, cfg)  # the upkeep after the alerts, as the service does
             trim_heap()
             cycle_s.append(time.perf_counter() - c0)
             if i == 0:
