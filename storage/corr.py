@@ -216,12 +216,14 @@ def _rows(
         return "" if limit is None else f" LIMIT {max(int(limit) - len(newer), 0)}"
 
     every, listed = tiers.recent, tiers.listed
-    ts = [t for t in every if (lo is None or t >= lo) and (hi is None or t <= hi)]
-    if ts and (limit is None or not newest_first or len(newer) < limit):
-        in_list = listed if len(ts) == len(every) else _ints(ts)
+    if any((lo is None or t >= lo) and (hi is None or t <= hi) for t in every) and (
+        limit is None or not newest_first or len(newer) < limit
+    ):
+        # The whole list and the bounds as parameters: one statement text per cache refresh,
+        # so SQLite's statement cache prepares it once (a list cut to the bounds would not).
         recent = db.conn.execute(
-            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({in_list}) AND series_id = ?{order}"
-            + (lim() if newest_first else ""), [series_id]
+            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({listed}) AND series_id = ?{cond}{order}"
+            + (lim() if newest_first else ""), [series_id, *params]
         ).fetchall()
         newer = newer + recent if newest_first else recent + newer
     old_sql = f"SELECT {_COLS} FROM corr WHERE series_id = ?{cond}{order}"
