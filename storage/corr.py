@@ -15,7 +15,7 @@ one slice per poll cycle (`service.pipeline.compact_recent`), so a row stays rec
 `SLICES` cycles and each move appends many rows per series at once. A (series_id, ts) is in one
 table only, and a series' recent rows are newer than its rows in ``corr`` (see `write_rows`), so
 readers take ``corr`` then ``corr_recent`` without merging. The same holds one level up: a
-series' pending rows are newer than its rows in both tables (`write_step`; every writer that
+series' pending rows are newer than its rows in both tables (`write_steps`; every writer that
 deletes or moves rows first expands the pending steps into ``corr_recent``).
 """
 
