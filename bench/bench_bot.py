@@ -14,7 +14,9 @@ Two placements of the loopback Bot API, in the same run:
   waits for the server's work on the other replies — what this bench measured before;
 - *in its own process*: the same server, alone in a child process, as Telegram is in
   production (another machine). Timestamps are taken in the child with ``time.monotonic``,
-  which is one clock for every process on Linux.
+  which is one clock for every process on Linux. Measured twice, round for round in turn
+  so both see the same machine: with the bot's HTTP transport (`bot.transport`, aiohttp)
+  and with PTB's default httpx transport, the baseline.
 
 Data: the demo database (real daily data, 2019–2025), built in a temporary directory.
 """
@@ -75,9 +77,10 @@ def _serve(conn: Connection) -> None:
 class AppOnly:
     """The Application on a private loop in a thread, talking to a server elsewhere."""
 
-    def __init__(self, cfg: Any, port: int) -> None:
+    def __init__(self, cfg: Any, port: int, *, httpx: bool = False) -> None:
         from core.config import TelegramConfig
 
+        self.httpx = httpx
         tg = cfg.telegram.model_dump()
         tg.update(base_url=f"http://127.0.0.1:{port}/bot", base_file_url=f"http://127.0.0.1:{port}/file/bot")
         self.cfg = cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
@@ -87,10 +90,15 @@ class AppOnly:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     async def _start(self) -> None:
+        from telegram.request import HTTPXRequest
+
         from bot.app import build_application, start
         from service.api import ServiceApi
 
-        self.app = build_application(self.cfg, TOKEN, ServiceApi(self.cfg))
+        # PTB's own transport and pool sizes, as `Application.builder()` makes them.
+        requests = (HTTPXRequest(connection_pool_size=256), HTTPXRequest(connection_pool_size=1)) \
+            if self.httpx else None
+        self.app = build_application(self.cfg, TOKEN, ServiceApi(self.cfg), requests=requests)
         await start(self.app, poll_timeout=1)
 
     def close(self) -> None:
@@ -104,57 +112,87 @@ class AppOnly:
 # ---- one measurement ------------------------------------------------------------------------
 
 
-def measure(rounds: int, users: list[int], push: Callable[[list[int]], dict[int, float]],
-            count: Callable[[], int], sent: Callable[[int], list[tuple[int, float]]]) -> list[float]:
-    latencies: list[float] = []
-    for _ in range(rounds + 1):  # the first round warms up (imports, connections) and is not counted
-        start = count()
-        pushed = push(users)
+class Target:
+    """Where a round is sent: push the updates, count the calls, read the sends since a count."""
+
+    def __init__(self, push: Callable[[list[int]], dict[int, float]], count: Callable[[], int],
+                 sent: Callable[[int], list[tuple[int, float]]]) -> None:
+        self.push, self.count, self.sent = push, count, sent
+        self.latencies: list[float] = []
+
+    def round(self, users: list[int], keep: bool) -> None:
+        start = self.count()
+        pushed = self.push(users)
         deadline = time.monotonic() + 60
         got: dict[int, float] = {}
         while len(got) < len(users) and time.monotonic() < deadline:
             time.sleep(0.005)
-            got = dict(sent(start))
-        if _ > 0:
-            latencies += [(got[u] - pushed[u]) * 1000 for u in users if u in got]
+            got = dict(self.sent(start))
+        if keep:
+            self.latencies += [(got[u] - pushed[u]) * 1000 for u in users if u in got]
         time.sleep(1.1)  # let the 30 msg/s limiter refill: each round is a fresh burst
-    return latencies
+
+
+def measure(rounds: int, users: list[int], targets: list[Target]) -> None:
+    """``rounds`` rounds on each target, taking the targets in turn round by round; the first
+    round of each warms up (imports, connections) and is not counted."""
+    for i in range(rounds + 1):
+        for t in targets:
+            t.round(users, keep=i > 0)
 
 
 def in_loop(cfg: Any, rounds: int, users: list[int]) -> list[float]:
     bot = BotHarness(cfg)
     srv = bot.server
+    target = Target(
+        lambda us: {u: srv.pushed_at[srv.push_command("/corr", user_id=u)] for u in us},
+        lambda: len(srv.calls),
+        lambda start: [(int(c.chat_id), c.t) for c in srv.calls[start:]
+                       if c.method == "sendMessage" and c.status == 200],
+    )
     try:
-        return measure(
-            rounds, users,
-            lambda us: {u: srv.pushed_at[srv.push_command("/corr", user_id=u)] for u in us},
-            lambda: len(srv.calls),
-            lambda start: [(int(c.chat_id), c.t) for c in srv.calls[start:]
-                           if c.method == "sendMessage" and c.status == 200],
-        )
+        measure(rounds, users, [target])
+        return target.latencies
     finally:
         bot.close()
 
 
-def own_process(cfg: Any, rounds: int, users: list[int]) -> list[float]:
-    ctx = multiprocessing.get_context("spawn")  # a clean child: no copy of this process's loops
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-    proc.start()
-    port = int(parent.recv())
-    app = AppOnly(cfg, port)
+class ServerProcess:
+    """The loopback Bot API alone in a child process."""
 
-    def ask(*msg: Any) -> Any:
-        parent.send(msg)
-        return parent.recv()
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a clean child: no copy of this process's loops
+        self.parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.proc.start()
+        self.port = int(self.parent.recv())
 
+    def ask(self, *msg: Any) -> Any:
+        self.parent.send(msg)
+        return self.parent.recv()
+
+    def target(self) -> Target:
+        return Target(lambda us: self.ask("push", us), lambda: self.ask("count"),
+                      lambda start: self.ask("sent", start))
+
+    def close(self) -> None:
+        self.ask("stop")
+        self.proc.join(10)
+
+
+def own_process(cfg: Any, rounds: int, users: list[int]) -> tuple[list[float], list[float]]:
+    """(latencies with the bot's transport, with PTB's httpx transport), rounds taken in turn."""
+    servers = [ServerProcess(), ServerProcess()]
+    apps = [AppOnly(cfg, servers[0].port), AppOnly(cfg, servers[1].port, httpx=True)]
+    targets = [s.target() for s in servers]
     try:
-        return measure(rounds, users, lambda us: ask("push", us), lambda: ask("count"),
-                       lambda start: ask("sent", start))
+        measure(rounds, users, targets)
+        return targets[0].latencies, targets[1].latencies
     finally:
-        app.close()
-        ask("stop")
-        proc.join(10)
+        for app in apps:
+            app.close()
+        for srv in servers:
+            srv.close()
 
 
 def report(title: str, latencies: list[float], n: int) -> None:
@@ -174,7 +212,9 @@ def main() -> None:
     print(f"/corr latency, {chats} chats at once × {rounds} rounds (after one warm-up round)")
     report("server in the bot's event loop (the tests' harness; before)", in_loop(cfg, rounds, users),
            rounds * chats)
-    report("server in its own process (as Telegram is)", own_process(cfg, rounds, users), rounds * chats)
+    ours, httpx = own_process(cfg, rounds, users)
+    report("server in its own process (as Telegram is), PTB's httpx transport (before)", httpx, rounds * chats)
+    report("server in its own process (as Telegram is), bot.transport on aiohttp (now)", ours, rounds * chats)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ from core.models import (
     AlertsView,
     BacktestSummary,
     ChartData,
-    CorrReading,
+    CorrView,
     Divergence,
-    Freshness,
     Heatmap,
     History,
     HistoryChartData,
@@ -28,11 +27,7 @@ from core.models import (
 
 
 class BotApi(Protocol):
-    async def corr(
-        self, a: str | None, b: str | None, *, window: int | None, timeframe: str
-    ) -> list[CorrReading]: ...
-
-    async def freshness(self, names: list[str]) -> list[Freshness]: ...
+    async def corr(self, a: str | None, b: str | None, *, window: int | None, timeframe: str) -> CorrView: ...
 
     async def rank(self, a: str | None, *, window: int | None, timeframe: str) -> Ranking: ...
 

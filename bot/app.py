@@ -23,6 +23,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import BaseRequest
 
 from bot import redact
 from bot.access import Access
@@ -33,6 +34,7 @@ from bot.args import SPECS
 from bot.format import first_line
 from bot.handlers import Handlers
 from bot.notify import send_html
+from bot.transport import AiohttpRequest
 from core.config import Config
 from core.errors import ConfigError, CorrbotError
 
@@ -89,11 +91,14 @@ def build_application(
     *,
     concurrent_updates: int = 64,
     overall_max_rate: float = FloodLimit.MESSAGES_PER_SECOND,
+    requests: tuple[BaseRequest, BaseRequest] | None = None,
 ) -> Application:  # type: ignore[type-arg]
     """The Application for ``cfg`` (not started); ``api`` answers every command.
 
     ``overall_max_rate``: requests per second to all chats together, Telegram's flood limit
-    (30/s); a loopback server in tests has none, so the chat fuzz raises it."""
+    (30/s); a loopback server in tests has none, so the chat fuzz raises it.
+    ``requests``: the HTTP clients for the bot's calls and for the long poll; by default
+    `bot.transport.AiohttpRequest`, or PTB's httpx one when a proxy is configured."""
     redact.install(token)
     tg = cfg.telegram
     handlers = Handlers(cfg, api, Access(tg))
@@ -115,7 +120,12 @@ def build_application(
         file_url = tg.base_url[: -len("bot")] + "file/bot"  # a self-hosted server's layout
     if file_url:
         builder = builder.base_file_url(file_url)
-    if tg.proxy:
+    if requests is None and not tg.proxy:
+        # PTB's pool sizes: 256 connections for the bot's calls, one for the long poll.
+        requests = AiohttpRequest(256), AiohttpRequest(1)
+    if requests is not None:
+        builder = builder.request(requests[0]).get_updates_request(requests[1])
+    elif tg.proxy:  # httpx speaks HTTP and SOCKS5 proxies; aiohttp alone does not
         builder = builder.proxy(tg.proxy).get_updates_proxy(tg.proxy)
     app = builder.build()
 

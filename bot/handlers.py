@@ -94,10 +94,8 @@ class Handlers:
     async def corr(self, update: Update, context: Ctx) -> None:
         async def work(a: Args) -> str:
             first, second = _two(a)
-            readings = await self.api.corr(first, second, window=a.window, timeframe=a.timeframe)
-            names = [readings[0].a, readings[0].b] if readings else []
-            fresh = await self.api.freshness(names) if names else []
-            return replies.corr_reply(readings, fresh)
+            view = await self.api.corr(first, second, window=a.window, timeframe=a.timeframe)
+            return replies.corr_reply(view.readings, view.freshness)
 
         await self._answer(update, context, "corr", work)
 

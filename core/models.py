@@ -170,6 +170,14 @@ class Freshness:
 
 
 @dataclass(frozen=True)
+class CorrView:
+    """What /corr shows: a reading per window, and how fresh the two assets' bars are."""
+
+    readings: list[CorrReading]
+    freshness: list[Freshness]
+
+
+@dataclass(frozen=True)
 class StatusReport:
     feeds: list[FeedStatus]
     freshness: list[Freshness]

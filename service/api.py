@@ -15,9 +15,8 @@ from core.models import (
     AlertsView,
     BacktestSummary,
     ChartData,
-    CorrReading,
+    CorrView,
     Divergence,
-    Freshness,
     Heatmap,
     History,
     HistoryChartData,
@@ -45,11 +44,8 @@ class ServiceApi:
         self.db = QueryRunner(cfg.storage.path)
         self._poll, self._jobs = poll, jobs
 
-    async def corr(self, a: str | None, b: str | None, *, window: int | None, timeframe: str) -> list[CorrReading]:
-        return await self.db.call(q.corr_readings, self.cfg, a, b, window=window, timeframe=timeframe)
-
-    async def freshness(self, names: list[str]) -> list[Freshness]:
-        return await self.db.call(q.freshness, self.cfg, names)
+    async def corr(self, a: str | None, b: str | None, *, window: int | None, timeframe: str) -> CorrView:
+        return await self.db.call(q.corr_view, self.cfg, a, b, window=window, timeframe=timeframe)
 
     async def rank(self, a: str | None, *, window: int | None, timeframe: str) -> Ranking:
         return await self.db.call(q.rank, self.cfg, a, window=window, timeframe=timeframe)

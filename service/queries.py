@@ -23,6 +23,7 @@ from core.fomc import decisions_between
 from core.models import (
     ChartData,
     CorrReading,
+    CorrView,
     Divergence,
     Freshness,
     History,
@@ -126,6 +127,15 @@ def corr_readings(
     else:
         kb = cfg.counterparts(ka)[0] if cfg.counterparts(ka) else cfg.default_benchmark
     return [with_standing(db, cfg, _reading(db, cfg, ka, kb, tf, w)) for w in check_window(cfg, window, tf)]
+
+
+def corr_view(
+    db: sqlite_utils.Database, cfg: Config, a: str | None, b: str | None, *, window: int | None, timeframe: str
+) -> CorrView:
+    """/corr's readings and the freshness of the pair's bars, in one trip to a reader thread."""
+    readings = corr_readings(db, cfg, a, b, window=window, timeframe=timeframe)
+    names = [readings[0].a, readings[0].b] if readings else []
+    return CorrView(readings, freshness(db, cfg, names) if names else [])
 
 
 def standing(db: sqlite_utils.Database, sid: int, ts: int, value: float, timeframe: str) -> Standing | None:

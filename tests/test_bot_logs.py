@@ -1,27 +1,37 @@
 """The bot token never reaches a log line, an error message or a reply.
 
-A whole bot session runs with httpx request logging at INFO (which prints every request URL,
-``/bot<token>/<method>``) and caplog at DEBUG, including failures and the error handler.
+A whole bot session runs with caplog at DEBUG, including failures and the error handler, on
+both HTTP transports: the bot's own (`bot.transport`, aiohttp) and PTB's httpx one (used with
+a proxy), with httpx's request logging at INFO (which prints every request URL,
+``/bot<token>/<method>``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import pytest
 from botapi_server import ADMIN, TOKEN, USER, BotHarness, demo_config
+from telegram.request import HTTPXRequest
 
 from bot import redact
+from bot.transport import AiohttpRequest
 
 TOKEN_SHAPE = re.compile(r"bot\d+:[A-Za-z0-9_-]{30,}")
 
 
-def test_token_never_logged_or_sent(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_token_never_logged_or_sent(caplog: pytest.LogCaptureFixture, transport: str) -> None:
     caplog.set_level(logging.DEBUG)
-    bot = BotHarness(demo_config(), httpx_info=True)
+    kw: dict[str, Any] = {}
+    if transport == "httpx":
+        kw["requests"] = HTTPXRequest(connection_pool_size=8), HTTPXRequest(connection_pool_size=1)
+    bot = BotHarness(demo_config(), httpx_info=True, **kw)
     try:
         assert logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert isinstance(bot.app.bot.request, HTTPXRequest if transport == "httpx" else AiohttpRequest)
         assert len(bot.ask("/corr")) == 1
         assert len(bot.ask("/chart btc iwm 90d", quiet=0.5, timeout=30)) == 1
         bot.server.script("sendMessage", 500, 500, 500, 500, chat_id=USER)
@@ -35,7 +45,9 @@ def test_token_never_logged_or_sent(caplog: pytest.LogCaptureFixture) -> None:
     finally:
         bot.close()
     assert bot.errors >= 1
-    assert "HTTP Request" in caplog.text and redact.REDACTED in caplog.text  # httpx did log
+    assert redact.REDACTED in caplog.text
+    if transport == "httpx":
+        assert "HTTP Request" in caplog.text  # httpx did log
     everything = caplog.text + "\n".join(
         f"{r.getMessage()} {r.exc_text or ''} {r.stack_info or ''}" for r in caplog.records
     )
