@@ -34,7 +34,7 @@ from bot.args import SPECS
 from bot.format import first_line
 from bot.handlers import Handlers
 from bot.notify import send_html
-from bot.transport import AiohttpRequest
+from bot.transport import AiohttpRequest, proxy_in_environment
 from core.config import Config
 from core.errors import ConfigError, CorrbotError
 
@@ -98,7 +98,8 @@ def build_application(
     ``overall_max_rate``: requests per second to all chats together, Telegram's flood limit
     (30/s); a loopback server in tests has none, so the chat fuzz raises it.
     ``requests``: the HTTP clients for the bot's calls and for the long poll; by default
-    `bot.transport.AiohttpRequest`, or PTB's httpx one when a proxy is configured."""
+    `bot.transport.AiohttpRequest`, or PTB's httpx one when a proxy is configured or set in
+    the environment."""
     redact.install(token)
     tg = cfg.telegram
     handlers = Handlers(cfg, api, Access(tg))
@@ -120,7 +121,7 @@ def build_application(
         file_url = tg.base_url[: -len("bot")] + "file/bot"  # a self-hosted server's layout
     if file_url:
         builder = builder.base_file_url(file_url)
-    if requests is None and not tg.proxy:
+    if requests is None and not tg.proxy and not proxy_in_environment():
         # PTB's pool sizes: 256 connections for the bot's calls, one for the long poll.
         requests = AiohttpRequest(256), AiohttpRequest(1)
     if requests is not None:

@@ -4,7 +4,9 @@ PTB's default transport is httpx. At 20 chats asking at once, a reply's CPU on t
 event loop was ~6 ms, and httpx/httpcore/anyio took 1–1.6 ms more of it per request than
 aiohttp does (httpcore asks anyio for the socket's attributes on every request and scans the
 whole pool for each one). aiohttp is already installed for ccxt, so the bot uses it when no
-proxy is configured; a proxy (SOCKS5 included) keeps PTB's httpx transport, which speaks it.
+proxy is configured; a proxy (SOCKS5 included) keeps PTB's httpx transport, which speaks it —
+``telegram.proxy``, or one in the environment (HTTPS_PROXY…), which httpx honours and which
+this transport must not silently bypass (`proxy_in_environment`).
 
 Semantics follow PTB's `HTTPXRequest`: the same timeouts (connect 5 s, read 5 s, pool 1 s;
 PTB raises the read timeout of a long poll itself), the same errors (`TimedOut` for a
@@ -16,6 +18,7 @@ read timeout of the response instead. Every request is cancellable like any coro
 from __future__ import annotations
 
 from urllib.parse import urlencode
+from urllib.request import getproxies
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
@@ -26,6 +29,11 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 5.0
 POOL_TIMEOUT = 1.0
 FORM = "application/x-www-form-urlencoded"
+
+
+def proxy_in_environment() -> bool:
+    """A proxy set in the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, any case)."""
+    return any(scheme != "no" for scheme in getproxies())
 
 
 def _seconds(value: object, default: float | None) -> float | None:
@@ -47,9 +55,11 @@ class AiohttpRequest(BaseRequest):
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
-            # limit_per_host: every request goes to one host; no DNS cache surprises on reload
-            # because the session lives as long as the Application.
-            connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size)
+            # The system resolver (getaddrinfo: /etc/hosts, nsswitch), as httpx uses, even
+            # where aiodns happens to be installed.
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, limit_per_host=self._pool_size, resolver=aiohttp.ThreadedResolver()
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": self.USER_AGENT}, raise_for_status=False
             )

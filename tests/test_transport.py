@@ -151,12 +151,19 @@ class ForwardProxy:
         await self.session.close()
 
 
-def test_with_a_proxy_configured_the_bot_talks_through_it_with_httpx() -> None:
+@pytest.mark.parametrize("where", ["config", "environment"])
+def test_with_a_proxy_the_bot_talks_through_it_with_httpx(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``telegram.proxy``, or HTTP_PROXY in the environment (which httpx honours: the aiohttp
+    transport must not bypass it)."""
     loop = asyncio.new_event_loop()
     proxy: Any = loop.run_until_complete(ForwardProxy().start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    bot = BotHarness(demo_config(proxy=proxy.url))
+    if where == "environment":
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    bot = BotHarness(demo_config(proxy=proxy.url) if where == "config" else demo_config())
     try:
         assert isinstance(bot.app.bot.request, HTTPXRequest)
         replies = bot.ask("/corr")
