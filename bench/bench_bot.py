@@ -16,7 +16,10 @@ Two placements of the loopback Bot API, in the same run:
   production (another machine). Timestamps are taken in the child with ``time.monotonic``,
   which is one clock for every process on Linux. Measured twice, round for round in turn
   so both see the same machine: with the bot's HTTP transport (`bot.transport`, aiohttp)
-  and with PTB's default httpx transport, the baseline.
+  and with PTB's default httpx transport, the baseline. For each, the CPU time per reply
+  (Linux /proc, 10 ms ticks summed over all replies) of the bot's event loop thread, of its
+  reader threads (the SQLite queries) and of the server's process: on a 2-core machine the
+  three share the cores, so the last reply of a burst waits for roughly their sum × 20.
 
 Data: the demo database (real daily data, 2019–2025), built in a temporary directory.
 """
@@ -24,12 +27,16 @@ Data: the demo database (real daily data, 2019–2025), built in a temporary dir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -74,6 +81,25 @@ def _serve(conn: Connection) -> None:
     asyncio.run(main())
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(stat_path: str) -> float:
+    """user + system CPU seconds from a /proc .../stat file."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of every thread of this process, by native thread id."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):  # the thread ended meanwhile
+            out[int(tid)] = _cpu_of(f"/proc/self/task/{tid}/stat")
+    return out
+
+
 class AppOnly:
     """The Application on a private loop in a thread, talking to a server elsewhere."""
 
@@ -85,9 +111,17 @@ class AppOnly:
         tg.update(base_url=f"http://127.0.0.1:{port}/bot", base_file_url=f"http://127.0.0.1:{port}/file/bot")
         self.cfg = cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
         self.loop = asyncio.new_event_loop()
+        # Its own reader threads, named, so their CPU can be told from the other app's.
+        self.prefix = f"readers-{'httpx' if httpx else 'ours'}"
+        self.loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=self.prefix))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+
+    def cpu(self, snap: dict[int, float]) -> tuple[float, float]:
+        """(event loop thread, reader threads) CPU seconds in ``snap``."""
+        readers = [t.native_id for t in threading.enumerate() if t.name.startswith(self.prefix)]
+        return snap.get(self.thread.native_id or 0, 0.0), sum(snap.get(t or 0, 0.0) for t in readers)
 
     async def _start(self) -> None:
         from telegram.request import HTTPXRequest
@@ -133,12 +167,12 @@ class Target:
         time.sleep(1.1)  # let the 30 msg/s limiter refill: each round is a fresh burst
 
 
-def measure(rounds: int, users: list[int], targets: list[Target]) -> None:
-    """``rounds`` rounds on each target, taking the targets in turn round by round; the first
-    round of each warms up (imports, connections) and is not counted."""
-    for i in range(rounds + 1):
+def measure(rounds: int, users: list[int], targets: list[Target], *, warm_up: bool = True) -> None:
+    """``rounds`` rounds on each target, taking the targets in turn round by round, after one
+    round on each that warms up (imports, connections) and is not counted."""
+    for i in range(-1 if warm_up else 0, rounds):
         for t in targets:
-            t.round(users, keep=i > 0)
+            t.round(users, keep=i >= 0)
 
 
 def in_loop(cfg: Any, rounds: int, users: list[int]) -> list[float]:
@@ -175,19 +209,36 @@ class ServerProcess:
         return Target(lambda us: self.ask("push", us), lambda: self.ask("count"),
                       lambda start: self.ask("sent", start))
 
+    def cpu(self) -> float:
+        return _cpu_of(f"/proc/{self.proc.pid}/stat")
+
     def close(self) -> None:
         self.ask("stop")
         self.proc.join(10)
 
 
-def own_process(cfg: Any, rounds: int, users: list[int]) -> tuple[list[float], list[float]]:
-    """(latencies with the bot's transport, with PTB's httpx transport), rounds taken in turn."""
+@dataclass
+class Result:
+    latencies: list[float]
+    cpu_ms: tuple[float, float, float] | None = None  # per reply: event loop, readers, server
+
+
+def own_process(cfg: Any, rounds: int, users: list[int]) -> tuple[Result, Result]:
+    """(the bot's transport, PTB's httpx transport), rounds taken in turn."""
     servers = [ServerProcess(), ServerProcess()]
     apps = [AppOnly(cfg, servers[0].port), AppOnly(cfg, servers[1].port, httpx=True)]
     targets = [s.target() for s in servers]
     try:
-        measure(rounds, users, targets)
-        return targets[0].latencies, targets[1].latencies
+        measure(0, users, targets)  # the warm-up rounds, outside the CPU accounting
+        before, server_before = thread_cpu(), [s.cpu() for s in servers]
+        measure(rounds, users, targets, warm_up=False)
+        after, server_after = thread_cpu(), [s.cpu() for s in servers]
+        out = []
+        for app, target, s0, s1 in zip(apps, targets, server_before, server_after, strict=True):
+            n = max(len(target.latencies), 1)
+            (l0, r0), (l1, r1) = app.cpu(before), app.cpu(after)
+            out.append(Result(target.latencies, ((l1 - l0) * 1000 / n, (r1 - r0) * 1000 / n, (s1 - s0) * 1000 / n)))
+        return out[0], out[1]
     finally:
         for app in apps:
             app.close()
@@ -195,11 +246,16 @@ def own_process(cfg: Any, rounds: int, users: list[int]) -> tuple[list[float], l
             srv.close()
 
 
-def report(title: str, latencies: list[float], n: int) -> None:
+def report(title: str, result: Result, n: int) -> None:
+    latencies = result.latencies
     print(f"{title} ({len(latencies)}/{n} replies)")
     print(f"  p50 {percentile(latencies, 50):7.1f} ms   p90 {percentile(latencies, 90):7.1f} ms   "
           f"p99 {percentile(latencies, 99):7.1f} ms   max {max(latencies):7.1f} ms   "
           f"mean {statistics.fmean(latencies):.1f} ms")
+    if result.cpu_ms is not None:
+        loop, readers, server = result.cpu_ms
+        print(f"  CPU per reply: bot event loop {loop:.2f} ms, reader threads {readers:.2f} ms "
+              f"(bot {loop + readers:.2f} ms); the server's process {server:.2f} ms")
 
 
 def main() -> None:
@@ -210,7 +266,7 @@ def main() -> None:
     cfg = demo_config(allowed_user_ids=users)
     print(f"demo database ready in {time.perf_counter() - t0:.1f}s: {cfg.storage.path}")
     print(f"/corr latency, {chats} chats at once × {rounds} rounds (after one warm-up round)")
-    report("server in the bot's event loop (the tests' harness; before)", in_loop(cfg, rounds, users),
+    report("server in the bot's event loop (the tests' harness; before)", Result(in_loop(cfg, rounds, users)),
            rounds * chats)
     ours, httpx = own_process(cfg, rounds, users)
     report("server in its own process (as Telegram is), PTB's httpx transport (before)", httpx, rounds * chats)
