@@ -1,0 +1,303 @@
+"""Reading correlation rows across the three tiers (``corr``, ``corr_recent``, ``corr_pending``;
+see `storage.corr` for the layout and the invariants its writers keep).
+
+Two facts make the reads cheap without a second copy of anything:
+
+- A series' rows are older in ``corr`` than in ``corr_recent``, and older there than pending
+  (kept by every writer in `storage.corr`). So the newest row at or before a time can be
+  *proved* by one statement on the live tables, without any cache: a row of the series at the
+  newest recent ts <= the bound, with no pending step at or before the bound, is the answer;
+  and when the series' newest row in ``corr`` is already at or after the bound, its rows in the
+  other tiers are all later, so ``corr`` alone answers. `latest_row` tries that first.
+- Everything else uses `tiers`: the distinct ts of ``corr_recent`` with the lowest and highest
+  series id stored at each (read from the table, so exact whatever wrote it), and the decoded
+  pending steps, cached per connection until anything writes (``PRAGMA data_version``,
+  ``total_changes``, rollbacks). A series is looked up only at the recent ts whose id range
+  holds it and that are newer than its rows in ``corr`` when that is known; `series_tails`
+  reads the recent and pending rows of many series in one pass (the alert layer).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from storage import corr_pending as pending
+from storage.db import rollbacks
+
+CORR_COLUMNS = ("value", "n", "ci_lo", "ci_hi", "beta", "ewma")
+COLS = "ts, value, n, ci_lo, ci_hi, beta, ewma"
+_FAR = 2**62
+
+# The distinct ts of ``corr_recent``, newest first, by one index seek each (a loose index
+# scan: the table is keyed by ts), with the series id range stored at each (two more seeks).
+_RECENT_TS = (
+    "WITH RECURSIVE rts(t) AS (SELECT max(ts) FROM corr_recent UNION ALL "
+    "SELECT (SELECT max(ts) FROM corr_recent WHERE ts < rts.t) FROM rts WHERE rts.t IS NOT NULL) "
+    "SELECT t, (SELECT min(series_id) FROM corr_recent WHERE ts = t), "
+    "(SELECT max(series_id) FROM corr_recent WHERE ts = t) FROM rts WHERE t IS NOT NULL"
+)
+# The newest row at or before ?2 of series ?1, proved from the live tables alone (see the
+# module docstring): the first branch is the series' row at the newest recent ts <= ?2 when
+# no pending step is at or before ?2; the second its newest ``corr`` row <= ?2 when its rows
+# in ``corr`` reach ?2. At most one branch gives a row; none means "ask `tiers`".
+_PROVED = (
+    f"SELECT {COLS} FROM corr_recent WHERE series_id = ?1 "
+    "AND ts = (SELECT max(ts) FROM corr_recent WHERE ts <= ?2) "
+    "AND NOT EXISTS (SELECT 1 FROM corr_pending WHERE ts <= ?2) "
+    f"UNION ALL SELECT * FROM (SELECT {COLS} FROM corr WHERE series_id = ?1 AND ts <= ?2 "
+    "AND (SELECT max(ts) FROM corr WHERE series_id = ?1) >= ?2 ORDER BY ts DESC LIMIT 1)"
+)
+
+
+@dataclass(frozen=True)
+class Tiers:
+    recent: list[int]  # distinct ts of corr_recent, newest first
+    id_lo: list[int]  # lowest series id stored at each of them
+    id_hi: list[int]  # highest
+    steps: list[pending.Step]  # pending, oldest first
+    pending_ids: list[list[int]]  # each step's ids as a list (bisect beats numpy on one id)
+
+    def at(self, series_id: int, lo: int = -_FAR, hi: int = _FAR) -> list[int]:
+        """The recent ts in [lo, hi] that can hold a row of the series, newest first."""
+        return [t for t, a, b in zip(self.recent, self.id_lo, self.id_hi, strict=True)
+                if a <= series_id <= b and lo <= t <= hi]
+
+    def pending_rows(self, series_id: int) -> list[pending.Row]:
+        """The series' pending rows, oldest first."""
+        out = []
+        for st, ids in zip(self.steps, self.pending_ids, strict=True):
+            i = bisect_left(ids, series_id)
+            if i < len(ids) and ids[i] == series_id:
+                out.append(st.row(i))
+        if len(out) > 1:
+            out.sort(key=lambda r: r[0])
+        return out
+
+
+def tiers(db: sqlite_utils.Database) -> Tiers:
+    """The recent ts and pending steps as they are now, cached on the connection until it or
+    another connection writes (``total_changes``, ``PRAGMA data_version``) or it rolls a
+    transaction back (`storage.db.rollbacks`)."""
+    conn = db.conn
+    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes, rollbacks(db))
+    cached = getattr(db, "_corr_tiers", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    got = conn.execute(_RECENT_TS).fetchall()
+    steps = pending.load(conn)
+    fresh = Tiers([int(r[0]) for r in got], [int(r[1]) for r in got], [int(r[2]) for r in got],
+                  steps, [st.ids.tolist() for st in steps])
+    setattr(db, "_corr_tiers", (key, fresh))  # noqa: B010 — sqlite_utils.Database has no slot for it
+    return fresh
+
+
+def _hint(db: sqlite_utils.Database) -> Tiers | None:
+    """The last `tiers` of this connection, unchecked: only to choose which read to try."""
+    cached = getattr(db, "_corr_tiers", None)
+    return None if cached is None else cached[1]  # type: ignore[no-any-return]
+
+
+def recent_ts(db: sqlite_utils.Database) -> list[int]:
+    """The distinct ts of ``corr_recent``, newest first (a few dozen)."""
+    return tiers(db).recent
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _recent(db: sqlite_utils.Database, cols: str, series_id: int, at: list[int], tail: str = "") -> list[Any]:
+    """Rows of the series at the recent ts ``at`` (ascending unless ``tail`` orders them);
+    bound as parameters so a statement text is prepared once per list length."""
+    if not at:
+        return []
+    return db.conn.execute(
+        f"SELECT {cols} FROM corr_recent WHERE ts IN ({_marks(len(at))}) AND series_id = ?"
+        + (tail or " ORDER BY ts"), [*at, series_id]
+    ).fetchall()
+
+
+def _row(row: Sequence[Any]) -> tuple[int, dict[str, float | None]]:
+    return int(row[0]), dict(zip(CORR_COLUMNS, row[1:], strict=True))
+
+
+def latest_row(
+    db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None
+) -> tuple[int, dict[str, float | None]] | None:
+    """The series' newest row at or before ``at_or_before`` (any when None)."""
+    hi = _FAR if at_or_before is None else int(at_or_before)
+    hint = _hint(db)
+    if hint is None or not any(st.ts <= hi for st in hint.steps):
+        got = db.conn.execute(_PROVED, [series_id, hi]).fetchone()
+        if got is not None:
+            return _row(got)
+    t = tiers(db)
+    for r in reversed(t.pending_rows(series_id)):
+        if r[0] <= hi:
+            return _row(r)
+    newest = f"SELECT {COLS} FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1"
+    params: list[Any] = [series_id, hi]
+    if at := t.at(series_id, hi=hi):
+        # The recent tier first: a recent row of the series is newer than its rows in corr.
+        newest = (f"SELECT * FROM (SELECT {COLS} FROM corr_recent WHERE ts IN ({_marks(len(at))}) "
+                  f"AND series_id = ? ORDER BY ts DESC LIMIT 1) UNION ALL SELECT * FROM ({newest}) "
+                  "ORDER BY ts DESC LIMIT 1")
+        params = [*at, series_id, *params]
+    got = db.conn.execute(newest, params).fetchone()
+    return None if got is None else _row(got)
+
+
+def _rows(db: sqlite_utils.Database, series_id: int, lo: int | None = None) -> list[Any]:
+    """Rows of one series from ``lo`` on, oldest first: ``corr``'s, then the newer recent ones
+    (asked only at recent ts after the last ``corr`` row), then the pending ones."""
+    old = db.conn.execute(
+        f"SELECT {COLS} FROM corr WHERE series_id = ?" + (" AND ts >= ?" if lo is not None else "") + " ORDER BY ts",
+        [series_id] if lo is None else [series_id, lo],
+    ).fetchall()
+    t = tiers(db)
+    after = old[-1][0] + 1 if old else (-_FAR if lo is None else lo)
+    at = t.at(series_id, lo=after)
+    at.reverse()
+    new = t.pending_rows(series_id)
+    if lo is not None:
+        new = [r for r in new if r[0] >= lo]
+    return old + _recent(db, COLS, series_id, at) + new
+
+
+def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
+    rows = _rows(db, series_id, since)
+    df = pd.DataFrame(rows, columns=["ts", *CORR_COLUMNS]).set_index("ts")
+    return df.astype({c: "float64" for c in CORR_COLUMNS if c != "n"})
+
+
+def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
+    """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
+    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
+    cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
+    t = tiers(db)
+    at = t.at(series_id, hi=ts)
+    src = f"SELECT value, ts FROM corr WHERE {cond}"
+    params: list[Any] = [series_id, ts]
+    if at:
+        src += f" UNION ALL SELECT value, ts FROM corr_recent WHERE ts IN ({_marks(len(at))}) AND {cond}"
+        params += [*at, series_id, ts]
+    le, n, first = db.conn.execute(
+        f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
+    ).fetchone()
+    le, n = int(le), int(n)
+    for r in t.pending_rows(series_id):
+        pt, v = r[0], r[1]
+        if pt <= ts and v is not None:
+            le, n = le + (v <= value), n + 1
+            first = pt if first is None else min(int(first), pt)
+    return le, n, None if first is None else int(first)
+
+
+def _tail(rows: list[Any], after_ts: int | None, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows after ``after_ts`` (the last one when None) and ``context`` before, as arrays."""
+    if after_ts is None:
+        rows = rows[-(context + 1) :]
+    else:
+        first_new = next((i for i, r in enumerate(rows) if r[0] > after_ts), len(rows))
+        rows = rows[max(first_new - context, 0) :]
+    ts = np.array([r[0] for r in rows], dtype=np.int64)
+    val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+    return ts, val
+
+
+def series_tail(
+    db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
+    before them, oldest first; NULL values come back as NaN.
+
+    ``corr`` is asked first (for at least one row, so the series' newest row there is known),
+    then the recent tier only at the ts after it; the alert layer reads many series at once
+    with `series_tails`.
+    """
+    conn = db.conn
+    if after_ts is None:
+        old = conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, context + 1]
+        ).fetchall()[::-1]
+    else:
+        old = sorted(conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
+            "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
+            [series_id, after_ts, series_id, after_ts, max(context, 1)],
+        ).fetchall())
+    t = tiers(db)
+    at = t.at(series_id, lo=old[-1][0] + 1 if old else -_FAR)
+    at.reverse()
+    rows = old + _recent(db, "ts, value", series_id, at) + [r[:2] for r in t.pending_rows(series_id)]
+    return _tail(rows, after_ts, context)
+
+
+def _old(db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int,
+         newer: np.ndarray) -> list[Any]:
+    """The ``corr`` rows `_tail` needs besides the series' ``newer`` rows (their ts, ascending,
+    from the other tiers, all newer than its rows in ``corr``): often none."""
+    conn = db.conn
+    if after_ts is None:
+        need = context + 1 - newer.size
+        return conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, need]
+        ).fetchall()[::-1] if need > 0 else []
+    before = int(np.searchsorted(newer, after_ts, side="right"))
+    need = max(context - before, 0)
+    if before:  # every row in corr is older than these: none of them is new
+        return conn.execute(
+            "SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
+            [series_id, after_ts, need],
+        ).fetchall()[::-1] if need else []
+    return sorted(conn.execute(
+        "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
+        "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
+        [series_id, after_ts, series_id, after_ts, need],
+    ).fetchall())
+
+
+def series_tails(
+    db: sqlite_utils.Database, wanted: Sequence[tuple[int, int | None]], context: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`series_tail` of each (series_id, after_ts), equal to it, for many series at once: the
+    recent and pending rows of all of them in one pass, then ``corr`` per series only for the
+    context those rows do not cover (none for a rule without context once a cursor is set)."""
+    if not wanted:
+        return []
+    t = tiers(db)
+    ids = np.unique(np.array([s for s, _ in wanted], dtype=np.int64))
+    parts = [np.empty((0, 3))]
+    if t.recent:
+        got = db.conn.execute(
+            f"SELECT series_id, ts, value FROM corr_recent WHERE ts IN ({_marks(len(t.recent))}) "
+            "AND series_id BETWEEN ? AND ?", [*t.recent, int(ids[0]), int(ids[-1])]
+        ).fetchall()
+        if got:
+            rec = np.array(got, dtype=np.float64)  # ids and ts are < 2**53: exact; NULL -> NaN
+            parts.append(rec[np.isin(rec[:, 0].astype(np.int64), ids)])
+    for st in t.steps:
+        pos = np.minimum(np.searchsorted(st.ids, ids), st.ids.size - 1)
+        hit = st.ids[pos] == ids
+        parts.append(np.column_stack([ids[hit], np.full(int(hit.sum()), st.ts), st.data[pos[hit], 0]]))
+    new = np.concatenate(parts)
+    sid, ts = new[:, 0].astype(np.int64), new[:, 1].astype(np.int64)
+    order = np.lexsort((ts, sid))
+    sid, ts, val = sid[order], ts[order], new[order, 2]
+    val[np.isnan(val)] = np.nan  # one NaN, as series_tail gives for NULL (a step's NaN may carry a sign)
+    lo, hi = np.searchsorted(sid, ids), np.searchsorted(sid, ids, side="right")
+    span = {int(s): (int(a), int(b)) for s, a, b in zip(ids, lo, hi, strict=True)}
+    out = []
+    for s, after_ts in wanted:
+        a, b = span[s]
+        old = _old(db, s, after_ts, context, ts[a:b])
+        rows = old + list(zip(ts[a:b].tolist(), val[a:b].tolist(), strict=True))
+        out.append(_tail(rows, after_ts, context))
+    return out
