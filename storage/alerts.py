@@ -226,6 +226,13 @@ def series_tail(
     return corr.series_tail(db, series_id, after_ts, context)
 
 
+def series_tails(
+    db: sqlite_utils.Database, wanted: Sequence[tuple[int, int | None]], context: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`series_tail` of many (series_id, after_ts) at once: `storage.corr_read.series_tails`."""
+    return corr.series_tails(db, wanted, context)
+
+
 def fire_outbox_id(db: sqlite_utils.Database, episode_id: int, chat: str) -> int | None:
     """The outbox row that announced ``episode_id`` in ``chat`` (what a resolve replies to)."""
     row = db.execute(

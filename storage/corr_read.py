@@ -44,15 +44,22 @@ _RECENT_TS = (
     "(SELECT max(series_id) FROM corr_recent WHERE ts = t) FROM rts WHERE t IS NOT NULL"
 )
 # The newest row at or before ?2 of series ?1, proved from the live tables alone (see the
-# module docstring): the first branch is the series' row at the newest recent ts <= ?2 when
-# no pending step is at or before ?2; the second its newest ``corr`` row <= ?2 when its rows
-# in ``corr`` reach ?2. At most one branch gives a row; none means "ask `tiers`".
-_PROVED = (
+# module docstring), each by one statement that costs about what the single ``corr`` seek did
+# before the recent tier: the series' row at the newest recent ts <= ?2 when no pending step
+# is at or before ?2 (most series: every step has a row for each); its newest ``corr`` row
+# <= ?2 when its rows in ``corr`` reach ?2 (a slice compacted since). No row means "ask `tiers`".
+_AT_NEWEST = (
     f"SELECT {COLS} FROM corr_recent WHERE series_id = ?1 "
     "AND ts = (SELECT max(ts) FROM corr_recent WHERE ts <= ?2) "
-    "AND NOT EXISTS (SELECT 1 FROM corr_pending WHERE ts <= ?2) "
-    f"UNION ALL SELECT * FROM (SELECT {COLS} FROM corr WHERE series_id = ?1 AND ts <= ?2 "
-    "AND (SELECT max(ts) FROM corr WHERE series_id = ?1) >= ?2 ORDER BY ts DESC LIMIT 1)"
+    "AND NOT EXISTS (SELECT 1 FROM corr_pending WHERE ts <= ?2)"
+)
+_AT_NEWEST_ANY = (  # the same without a bound: two seeks to the ends of the tables, no reads
+    f"SELECT {COLS} FROM corr_recent WHERE series_id = ?1 "
+    "AND ts = (SELECT max(ts) FROM corr_recent) AND NOT EXISTS (SELECT 1 FROM corr_pending)"
+)
+_CORR_REACHES = (
+    f"SELECT {COLS} FROM corr WHERE series_id = ?1 AND ts <= ?2 "
+    "AND (SELECT max(ts) FROM corr WHERE series_id = ?1) >= ?2 ORDER BY ts DESC LIMIT 1"
 )
 
 
@@ -134,14 +141,23 @@ def latest_row(
     """The series' newest row at or before ``at_or_before`` (any when None)."""
     hi = _FAR if at_or_before is None else int(at_or_before)
     hint = _hint(db)
-    if hint is None or not any(st.ts <= hi for st in hint.steps):
-        got = db.conn.execute(_PROVED, [series_id, hi]).fetchone()
+    if hint is None or not any(st.ts <= hi for st in hint.steps):  # else a pending row is likely the answer
+        if at_or_before is None:
+            got = db.conn.execute(_AT_NEWEST_ANY, [series_id]).fetchone()
+        else:
+            got = db.conn.execute(_AT_NEWEST, [series_id, hi]).fetchone()
+            got = got or db.conn.execute(_CORR_REACHES, [series_id, hi]).fetchone()
         if got is not None:
             return _row(got)
     t = tiers(db)
-    for r in reversed(t.pending_rows(series_id)):
-        if r[0] <= hi:
-            return _row(r)
+    best: tuple[pending.Step, int] | None = None  # the newest pending row <= hi
+    for st, ids in zip(t.steps, t.pending_ids, strict=True):
+        if st.ts <= hi and (best is None or st.ts > best[0].ts):
+            i = bisect_left(ids, series_id)
+            if i < len(ids) and ids[i] == series_id:
+                best = (st, i)
+    if best is not None:
+        return _row(best[0].row(best[1]))
     newest = f"SELECT {COLS} FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT 1"
     params: list[Any] = [series_id, hi]
     if at := t.at(series_id, hi=hi):
@@ -200,50 +216,28 @@ def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) ->
     return le, n, None if first is None else int(first)
 
 
-def _tail(rows: list[Any], after_ts: int | None, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows after ``after_ts`` (the last one when None) and ``context`` before, as arrays."""
-    if after_ts is None:
-        rows = rows[-(context + 1) :]
+def _tail(old: list[Any], newer_ts: np.ndarray, newer_val: np.ndarray, after_ts: int | None,
+          context: int) -> tuple[np.ndarray, np.ndarray]:
+    """`series_tail`'s answer from the ``corr`` rows ``old`` ((ts, value), ascending) and the
+    newer rows of the other tiers as arrays."""
+    if old:
+        ots, ovals = zip(*old, strict=True)
+        ts = np.concatenate([np.array(ots, dtype=np.int64), newer_ts])
+        val = np.concatenate([np.array(ovals, dtype=np.float64), newer_val])  # NULL -> NaN
     else:
-        first_new = next((i for i, r in enumerate(rows) if r[0] > after_ts), len(rows))
-        rows = rows[max(first_new - context, 0) :]
-    ts = np.array([r[0] for r in rows], dtype=np.int64)
-    val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-    return ts, val
-
-
-def series_tail(
-    db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
-    before them, oldest first; NULL values come back as NaN.
-
-    ``corr`` is asked first (for at least one row, so the series' newest row there is known),
-    then the recent tier only at the ts after it; the alert layer reads many series at once
-    with `series_tails`.
-    """
-    conn = db.conn
+        ts, val = newer_ts.copy(), newer_val.copy()
     if after_ts is None:
-        old = conn.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, context + 1]
-        ).fetchall()[::-1]
+        lo = max(ts.size - context - 1, 0)
     else:
-        old = sorted(conn.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
-            "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
-            [series_id, after_ts, series_id, after_ts, max(context, 1)],
-        ).fetchall())
-    t = tiers(db)
-    at = t.at(series_id, lo=old[-1][0] + 1 if old else -_FAR)
-    at.reverse()
-    rows = old + _recent(db, "ts, value", series_id, at) + [r[:2] for r in t.pending_rows(series_id)]
-    return _tail(rows, after_ts, context)
+        lo = max(int(np.searchsorted(ts, after_ts, side="right")) - context, 0)
+    val[np.isnan(val)] = np.nan  # one NaN for NULL, whichever tier (a step's NaN may carry a sign)
+    return ts[lo:], val[lo:]
 
 
 def _old(db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int,
          newer: np.ndarray) -> list[Any]:
-    """The ``corr`` rows `_tail` needs besides the series' ``newer`` rows (their ts, ascending,
-    from the other tiers, all newer than its rows in ``corr``): often none."""
+    """The ``corr`` rows `series_tail` needs besides the series' ``newer`` rows (their ts,
+    ascending, from the other tiers, all newer than its rows in ``corr``): often none."""
     conn = db.conn
     if after_ts is None:
         need = context + 1 - newer.size
@@ -262,6 +256,26 @@ def _old(db: sqlite_utils.Database, series_id: int, after_ts: int | None, contex
         "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
         [series_id, after_ts, series_id, after_ts, need],
     ).fetchall())
+
+
+def series_tail(
+    db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
+    before them, oldest first; NULL values come back as NaN.
+
+    The recent tier is asked only at the ts after the series' last row in ``corr`` (one seek
+    finds it), then ``corr`` for the context those rows do not cover; the alert layer reads
+    many series at once with `series_tails`.
+    """
+    t = tiers(db)
+    last = db.conn.execute("SELECT max(ts) FROM corr WHERE series_id = ?", [series_id]).fetchone()[0]
+    at = t.at(series_id, lo=-_FAR if last is None else last + 1)
+    at.reverse()
+    newer = _recent(db, "ts, value", series_id, at) + [r[:2] for r in t.pending_rows(series_id)]
+    n = np.array(newer, dtype=np.float64).reshape(-1, 2)
+    nts = n[:, 0].astype(np.int64)
+    return _tail(_old(db, series_id, after_ts, context, nts), nts, n[:, 1], after_ts, context)
 
 
 def series_tails(
@@ -291,13 +305,10 @@ def series_tails(
     sid, ts = new[:, 0].astype(np.int64), new[:, 1].astype(np.int64)
     order = np.lexsort((ts, sid))
     sid, ts, val = sid[order], ts[order], new[order, 2]
-    val[np.isnan(val)] = np.nan  # one NaN, as series_tail gives for NULL (a step's NaN may carry a sign)
     lo, hi = np.searchsorted(sid, ids), np.searchsorted(sid, ids, side="right")
     span = {int(s): (int(a), int(b)) for s, a, b in zip(ids, lo, hi, strict=True)}
     out = []
     for s, after_ts in wanted:
         a, b = span[s]
-        old = _old(db, s, after_ts, context, ts[a:b])
-        rows = old + list(zip(ts[a:b].tolist(), val[a:b].tolist(), strict=True))
-        out.append(_tail(rows, after_ts, context))
+        out.append(_tail(_old(db, s, after_ts, context, ts[a:b]), ts[a:b], val[a:b], after_ts, context))
     return out
