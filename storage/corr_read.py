@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -188,9 +189,13 @@ def _rows(db: sqlite_utils.Database, series_id: int, lo: int | None = None) -> l
 
 
 def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
+    """The series' rows from ``since`` on: index ``ts`` (int64), ``n`` int64, the rest float64
+    with NaN for NULL. Built from one float array, not row by row (most of a chart's read)."""
     rows = _rows(db, series_id, since)
-    df = pd.DataFrame(rows, columns=["ts", *CORR_COLUMNS]).set_index("ts")
-    return df.astype({c: "float64" for c in CORR_COLUMNS if c != "n"})
+    a = np.array(rows, dtype=np.float64).reshape(-1, 7)  # ts, n < 2**53: exact; NULL -> NaN
+    cols: dict[str, np.ndarray] = {c: a[:, i + 1] for i, c in enumerate(CORR_COLUMNS)}
+    cols["n"] = cols["n"].astype(np.int64)  # NOT NULL
+    return pd.DataFrame(cols, index=pd.Index(a[:, 0].astype(np.int64), name="ts"))
 
 
 def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
@@ -221,9 +226,8 @@ def _tail(old: list[Any], newer_ts: np.ndarray, newer_val: np.ndarray, after_ts:
     """`series_tail`'s answer from the ``corr`` rows ``old`` ((ts, value), ascending) and the
     newer rows of the other tiers as arrays."""
     if old:
-        ots, ovals = zip(*old, strict=True)
-        ts = np.concatenate([np.array(ots, dtype=np.int64), newer_ts])
-        val = np.concatenate([np.array(ovals, dtype=np.float64), newer_val])  # NULL -> NaN
+        ts = np.concatenate([np.fromiter(map(itemgetter(0), old), dtype=np.int64, count=len(old)), newer_ts])
+        val = np.concatenate([np.array([r[1] for r in old], dtype=np.float64), newer_val])  # NULL -> NaN
     else:
         ts, val = newer_ts.copy(), newer_val.copy()
     if after_ts is None:
@@ -278,37 +282,79 @@ def series_tail(
     return _tail(_old(db, series_id, after_ts, context, nts), nts, n[:, 1], after_ts, context)
 
 
-def series_tails(
-    db: sqlite_utils.Database, wanted: Sequence[tuple[int, int | None]], context: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`series_tail` of each (series_id, after_ts), equal to it, for many series at once: the
-    recent and pending rows of all of them in one pass, then ``corr`` per series only for the
-    context those rows do not cover (none for a rule without context once a cursor is set)."""
-    if not wanted:
-        return []
-    t = tiers(db)
-    ids = np.unique(np.array([s for s, _ in wanted], dtype=np.int64))
-    parts = [np.empty((0, 3))]
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(start, start + len)`` for each pair, without a loop."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+
+
+def _newer(db: sqlite_utils.Database, t: Tiers, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series id, ts, value) of the recent and pending rows of ``ids`` (ascending), sorted by
+    series then ts: the recent tier in one statement, the pending steps from the cache."""
+    sid, ts, val = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float64)]
     if t.recent:
         got = db.conn.execute(
             f"SELECT series_id, ts, value FROM corr_recent WHERE ts IN ({_marks(len(t.recent))}) "
             "AND series_id BETWEEN ? AND ?", [*t.recent, int(ids[0]), int(ids[-1])]
         ).fetchall()
         if got:
-            rec = np.array(got, dtype=np.float64)  # ids and ts are < 2**53: exact; NULL -> NaN
-            parts.append(rec[np.isin(rec[:, 0].astype(np.int64), ids)])
+            rs = np.fromiter(map(itemgetter(0), got), dtype=np.int64, count=len(got))
+            keep = np.isin(rs, ids)
+            sid.append(rs[keep])
+            ts.append(np.fromiter(map(itemgetter(1), got), dtype=np.int64, count=len(got))[keep])
+            val.append(np.array([r[2] for r in got], dtype=np.float64)[keep])  # NULL -> NaN
     for st in t.steps:
         pos = np.minimum(np.searchsorted(st.ids, ids), st.ids.size - 1)
         hit = st.ids[pos] == ids
-        parts.append(np.column_stack([ids[hit], np.full(int(hit.sum()), st.ts), st.data[pos[hit], 0]]))
-    new = np.concatenate(parts)
-    sid, ts = new[:, 0].astype(np.int64), new[:, 1].astype(np.int64)
-    order = np.lexsort((ts, sid))
-    sid, ts, val = sid[order], ts[order], new[order, 2]
-    lo, hi = np.searchsorted(sid, ids), np.searchsorted(sid, ids, side="right")
-    span = {int(s): (int(a), int(b)) for s, a, b in zip(ids, lo, hi, strict=True)}
-    out = []
+        sid.append(ids[hit])
+        ts.append(np.full(int(hit.sum()), st.ts, dtype=np.int64))
+        val.append(st.data[pos[hit], 0])
+    s_all, t_all, v_all = np.concatenate(sid), np.concatenate(ts), np.concatenate(val)
+    order = np.lexsort((t_all, s_all))
+    return s_all[order], t_all[order], v_all[order]
+
+
+def series_tails(
+    db: sqlite_utils.Database, wanted: Sequence[tuple[int, int | None]], context: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`series_tail` of each (series_id, after_ts), equal to it, for many series at once: the
+    recent and pending rows of all of them in one pass, then ``corr`` per series only for the
+    context those rows do not cover (none for a rule without context once a cursor is set),
+    assembled as two arrays that each answer is a slice of."""
+    if not wanted:
+        return []
+    t = tiers(db)
+    ids = np.unique(np.array([s for s, _ in wanted], dtype=np.int64))
+    nsid, nts, nval = _newer(db, t, ids)
+    first, stop = np.searchsorted(nsid, ids).tolist(), np.searchsorted(nsid, ids, side="right").tolist()
+    span = dict(zip(ids.tolist(), zip(first, stop, strict=True), strict=True))
+    lens_old, lens_new, firsts = [], [], []
+    flat: list[Any] = []
     for s, after_ts in wanted:
         a, b = span[s]
-        out.append(_tail(_old(db, s, after_ts, context, ts[a:b]), ts[a:b], val[a:b], after_ts, context))
-    return out
+        old = _old(db, s, after_ts, context, nts[a:b])
+        flat += old
+        lens_old.append(len(old))
+        lens_new.append(b - a)
+        firsts.append(a)
+    n_old, n_new, at_new = (np.array(x, dtype=np.int64) for x in (lens_old, lens_new, firsts))
+    # Entry i is rows [starts[i], ends[i]) of tss/vals: its corr rows, then its newer rows.
+    ends = np.cumsum(n_old + n_new)
+    starts = ends - (n_old + n_new)
+    tss, vals = np.empty(int(ends[-1]), np.int64), np.empty(int(ends[-1]), np.float64)
+    if flat:
+        where = _ranges(starts, n_old)
+        tss[where] = np.fromiter(map(itemgetter(0), flat), dtype=np.int64, count=len(flat))
+        vals[where] = np.array([r[1] for r in flat], dtype=np.float64)  # NULL -> NaN
+    where, src = _ranges(starts + n_old, n_new), _ranges(at_new, n_new)
+    tss[where], vals[where] = nts[src], nval[src]
+    vals[np.isnan(vals)] = np.nan  # one NaN for NULL, whichever tier (a step's NaN may carry a sign)
+    # What `_tail` keeps: the rows after the cursor and ``context`` before (the last row when None).
+    after = np.array([_FAR if a is None else a for _, a in wanted], dtype=np.int64)
+    upto = np.concatenate([[0], np.cumsum(tss <= np.repeat(after, n_old + n_new))])
+    through = upto[ends] - upto[starts]  # rows at or before the cursor, per entry
+    none = np.array([a is None for _, a in wanted])
+    keep_from = np.where(none, np.maximum(ends - starts - context - 1, 0), np.maximum(through - context, 0)) + starts
+    return [(tss[a:b], vals[a:b]) for a, b in zip(keep_from.tolist(), ends.tolist(), strict=True)]
