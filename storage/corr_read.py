@@ -290,14 +290,16 @@ def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
 
 
-def _newer(db: sqlite_utils.Database, t: Tiers, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(series id, ts, value) of the recent and pending rows of ``ids`` (ascending), sorted by
-    series then ts: the recent tier in one statement, the pending steps from the cache."""
+def _newer(
+    db: sqlite_utils.Database, t: Tiers, ids: np.ndarray, recent: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series id, ts, value) of the rows of ``ids`` (ascending) at the recent ts ``recent`` and
+    pending, sorted by series then ts: the recent tier in one statement, the steps from the cache."""
     sid, ts, val = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float64)]
-    if t.recent:
+    if recent:
         got = db.conn.execute(
-            f"SELECT series_id, ts, value FROM corr_recent WHERE ts IN ({_marks(len(t.recent))}) "
-            "AND series_id BETWEEN ? AND ?", [*t.recent, int(ids[0]), int(ids[-1])]
+            f"SELECT series_id, ts, value FROM corr_recent WHERE ts IN ({_marks(len(recent))}) "
+            "AND series_id BETWEEN ? AND ?", [*recent, int(ids[0]), int(ids[-1])]
         ).fetchall()
         if got:
             rs = np.fromiter(map(itemgetter(0), got), dtype=np.int64, count=len(got))
@@ -327,7 +329,16 @@ def series_tails(
         return []
     t = tiers(db)
     ids = np.unique(np.array([s for s, _ in wanted], dtype=np.int64))
-    nsid, nts, nval = _newer(db, t, ids)
+    recent = t.recent
+    if context == 0 and all(a is not None for _, a in wanted):
+        # A level rule after its cursors needs only the rows after them, and one recent row at
+        # or before a cursor proves ``corr`` has none after it: so the recent ts after the
+        # earliest cursor and the newest one at or before it. `_old` stays exact for a series
+        # without a row there (it asks ``corr`` for the rows after the cursor; the recent rows
+        # not read are older than the cursor, so not wanted).
+        low = min(a for _, a in wanted if a is not None)
+        recent = [ts for ts in recent if ts > low] + [ts for ts in recent if ts <= low][:1]
+    nsid, nts, nval = _newer(db, t, ids, recent)
     first, stop = np.searchsorted(nsid, ids).tolist(), np.searchsorted(nsid, ids, side="right").tolist()
     span = dict(zip(ids.tolist(), zip(first, stop, strict=True), strict=True))
     lens_old, lens_new, firsts = [], [], []

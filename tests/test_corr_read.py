@@ -87,10 +87,14 @@ def check_reads(db: sqlite_utils.Database, want: pd.DataFrame, ids: list[int]) -
                     lo = max(int(np.searchsorted(ts, after, side="right")) - context, 0)
                 np.testing.assert_array_equal(got_ts, ts[lo:])
                 np.testing.assert_array_equal(got_val, mine["value"].to_numpy(float)[lo:])
-    for after in (None, *bounds[:3]):
-        for context in (0, 3, 40):
-            batch = corr_store.series_tails(db, [(sid, after) for sid in ids], context)
-            for sid, (b_ts, b_val) in zip(ids, batch, strict=True):
+    cursors = bounds[:3] + bounds[-2:]  # the newest stamps, between two, before every row
+    wanted = [[(sid, after) for sid in ids] for after in (None, *cursors)]
+    wanted.append([(sid, cursors[i % len(cursors)]) for i, sid in enumerate(ids)])  # cursors differ
+    wanted.append([(sid, None if i % 3 == 0 else bounds[i % 11]) for i, sid in enumerate(ids)])
+    for want in wanted:
+        for context in (0, 1, 3, 40):
+            batch = corr_store.series_tails(db, want, context)
+            for (sid, after), (b_ts, b_val) in zip(want, batch, strict=True):
                 one_ts, one_val = corr_store.series_tail(db, sid, after, context)
                 assert b_ts.tobytes() == one_ts.tobytes() and b_val.tobytes() == one_val.tobytes()
 
