@@ -1,7 +1,7 @@
 """Correlation rows, their series ids, engine checkpoints and dirty markers.
 
-Rows live in two tables with the same columns (`corr_view` and the readers, `storage.corr_read`,
-re-exported here, read both), and the steps of the cycle in progress in a third, one row per
+Rows live in two tables with the same columns (`corr_view` and the readers, `storage.corr_read`
+and `storage.corr_tails`, re-exported here, read both), and the steps of the cycle in progress in a third, one row per
 step (`storage.corr_pending`):
 
 - ``corr``        keyed (series_id, ts): each series' history is contiguous, so a chart of one
@@ -36,8 +36,8 @@ from storage.corr_read import latest_row as latest_row
 from storage.corr_read import rank_at as rank_at
 from storage.corr_read import read_series as read_series
 from storage.corr_read import recent_ts as recent_ts
-from storage.corr_read import series_tail as series_tail
-from storage.corr_read import series_tails as series_tails
+from storage.corr_tails import series_tail as series_tail
+from storage.corr_tails import series_tails as series_tails
 
 SLICES = 32  # series-id slices compacted in rotation; bounds how many updates a row stays recent
 BULK_TS = 8  # a write spanning this many observations goes straight to ``corr``
