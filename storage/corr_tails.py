@@ -6,6 +6,7 @@ series only for the context those rows do not cover. See `storage.corr_read` for
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from storage.corr_read import FAR, Tiers, marks, recent_rows, tiers
+from storage.corr_read import FAR, Tiers, recent_rows, tiers
 
 
 def _tail(old: list[Any], newer_ts: np.ndarray, newer_val: np.ndarray, after_ts: int | None,
@@ -34,16 +35,16 @@ def _tail(old: list[Any], newer_ts: np.ndarray, newer_val: np.ndarray, after_ts:
 
 
 def _old(db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int,
-         newer: np.ndarray) -> list[Any]:
-    """The ``corr`` rows `series_tail` needs besides the series' ``newer`` rows (their ts,
-    ascending, from the other tiers, all newer than its rows in ``corr``): often none."""
+         newer: int, before: int) -> list[Any]:
+    """The ``corr`` rows `series_tail` needs besides the series' ``newer`` rows from the other
+    tiers (all newer than its rows in ``corr``; ``before`` of them at or before ``after_ts``):
+    often none."""
     conn = db.conn
     if after_ts is None:
-        need = context + 1 - newer.size
+        need = context + 1 - newer
         return conn.execute(
             "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, need]
         ).fetchall()[::-1] if need > 0 else []
-    before = int(np.searchsorted(newer, after_ts, side="right"))
     need = max(context - before, 0)
     if before:  # every row in corr is older than these: none of them is new
         return conn.execute(
@@ -74,7 +75,8 @@ def series_tail(
     newer = recent_rows(db, "ts, value", series_id, at) + [r[:2] for r in t.pending_rows(series_id)]
     n = np.array(newer, dtype=np.float64).reshape(-1, 2)
     nts = n[:, 0].astype(np.int64)
-    return _tail(_old(db, series_id, after_ts, context, nts), nts, n[:, 1], after_ts, context)
+    before = 0 if after_ts is None else int(np.searchsorted(nts, after_ts, side="right"))
+    return _tail(_old(db, series_id, after_ts, context, nts.size, before), nts, n[:, 1], after_ts, context)
 
 
 def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -91,17 +93,17 @@ def _newer(
     """(series id, ts, value) of the rows of ``ids`` (ascending) at the recent ts ``recent`` and
     pending, sorted by series then ts: the recent tier in one statement, the steps from the cache."""
     sid, ts, val = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float64)]
-    if recent:
+    for at in recent:  # one statement per ts: two columns a row instead of three
         got = db.conn.execute(
-            f"SELECT series_id, ts, value FROM corr_recent WHERE ts IN ({marks(len(recent))}) "
-            "AND series_id BETWEEN ? AND ?", [*recent, int(ids[0]), int(ids[-1])]
+            "SELECT series_id, value FROM corr_recent WHERE ts = ? AND series_id BETWEEN ? AND ?",
+            [at, int(ids[0]), int(ids[-1])],
         ).fetchall()
         if got:
             rs = np.fromiter(map(itemgetter(0), got), dtype=np.int64, count=len(got))
             keep = np.isin(rs, ids)
             sid.append(rs[keep])
-            ts.append(np.fromiter(map(itemgetter(1), got), dtype=np.int64, count=len(got))[keep])
-            val.append(np.array([r[2] for r in got], dtype=np.float64)[keep])  # NULL -> NaN
+            ts.append(np.full(int(keep.sum()), at, dtype=np.int64))
+            val.append(np.array([r[1] for r in got], dtype=np.float64)[keep])  # NULL -> NaN
     for st in t.steps:
         pos = np.minimum(np.searchsorted(st.ids, ids), st.ids.size - 1)
         hit = st.ids[pos] == ids
@@ -138,9 +140,11 @@ def series_tails(
     span = dict(zip(ids.tolist(), zip(first, stop, strict=True), strict=True))
     lens_old, lens_new, firsts = [], [], []
     flat: list[Any] = []
+    stamps = nts.tolist()  # bisect on a list: a numpy call per series costs more than the search
     for s, after_ts in wanted:
         a, b = span[s]
-        old = _old(db, s, after_ts, context, nts[a:b])
+        before = 0 if after_ts is None else bisect_right(stamps, after_ts, a, b) - a
+        old = _old(db, s, after_ts, context, b - a, before)
         flat += old
         lens_old.append(len(old))
         lens_new.append(b - a)
