@@ -171,20 +171,23 @@ def latest_row(
 
 
 def _rows(db: sqlite_utils.Database, series_id: int, lo: int | None = None) -> list[Any]:
-    """Rows of one series from ``lo`` on, oldest first: ``corr``'s, then the newer recent ones
-    (asked only at recent ts after the last ``corr`` row), then the pending ones."""
-    old = db.conn.execute(
-        f"SELECT {COLS} FROM corr WHERE series_id = ?" + (" AND ts >= ?" if lo is not None else "") + " ORDER BY ts",
-        [series_id] if lo is None else [series_id, lo],
-    ).fetchall()
+    """Rows of one series from ``lo`` on, oldest first: ``corr``'s and the newer recent ones in
+    one statement (one snapshot: a slice compacted meanwhile by another connection is read
+    once, from one table or the other), then the pending ones."""
     t = tiers(db)
-    after = old[-1][0] + 1 if old else (-FAR if lo is None else lo)
-    at = t.at(series_id, lo=after)
+    low = -FAR if lo is None else lo
+    at = t.at(series_id, lo=low)
     at.reverse()
+    sql = f"SELECT {COLS} FROM corr WHERE series_id = ? AND ts >= ?"
+    params: list[Any] = [series_id, low]
+    if at:
+        sql += f" UNION ALL SELECT {COLS} FROM corr_recent WHERE ts IN ({marks(len(at))}) AND series_id = ?"
+        params += [*at, series_id]
+    rows = db.conn.execute(sql + " ORDER BY ts", params).fetchall()  # two ordered arms: merged
     new = t.pending_rows(series_id)
     if lo is not None:
         new = [r for r in new if r[0] >= lo]
-    return old + recent_rows(db, COLS, series_id, at) + new
+    return rows + new
 
 
 def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
