@@ -16,7 +16,10 @@ be run on both checkouts (it imports the checkout it lives in).
    - /corr: `latest_row` of a series, and `latest_row(at_or_before=ts − 7 days)` (the change);
    - /chart: `read_series` of one series, the whole history and the last 365 days;
    - the alert layer: `storage.alerts.series_tail` of every series (after the bar before the
-     last, 60 rows of context), total for all series.
+     last, 60 rows of context as a z-score rule's history, then none as a level rule), total
+     for all series; where it exists, the same rows through
+     `series_tails` in one call, the read `service.alerts` makes for a rule's series.
+   All of them again after the upkeep (the pending bar expanded and one slice compacted).
 """
 
 from __future__ import annotations
@@ -117,26 +120,37 @@ def main() -> None:
                 out.append(time.perf_counter() - t0)
             return out
 
-        print(f"/corr   latest_row                   : {stats(timed(lambda s: corr_store.latest_row(db, s), [(s,) for s in pick]))}")
-        print(f"/corr   latest_row(at_or_before −7d) : {stats(timed(lambda s: corr_store.latest_row(db, s, last - 7 * DAY), [(s,) for s in pick]))}")
-        few = pick[:50]
-        print(f"/chart  read_series, all {n_bars} rows : {stats(timed(lambda s: corr_store.read_series(db, s), [(s,) for s in few]))}")
-        print(f"/chart  read_series, last 365 days   : {stats(timed(lambda s: corr_store.read_series(db, s, last - 365 * DAY), [(s,) for s in few]))}")
-        def alert_reads(when: str) -> None:
-            t0 = time.perf_counter()
-            got = 0
-            for s in sid.tolist():
-                got += series_tail(db, s, int(ts[-2]), 60)[0].size
-            t_all = time.perf_counter() - t0
-            print(f"alerts  series_tail of all {sid.size} series{when}: {t_all * 1e3:.0f} ms total, {t_all / sid.size * 1e6:.0f} µs per series ({got} rows)")
+        tails = getattr(corr_store, "series_tails", None)  # the alert layer's batched read, where it exists
+        wanted = [(s, int(ts[-2])) for s in sid.tolist()]
 
+        def alert_reads(when: str) -> None:
+            for context in (60, 0):  # a z-score / jump rule's context; a level rule has none
+                t0 = time.perf_counter()
+                got = 0
+                for s, after in wanted:
+                    got += series_tail(db, s, after, context)[0].size
+                t_all = time.perf_counter() - t0
+                print(f"alerts  series_tail of all {sid.size} series, context {context:2d}{when}: {t_all * 1e3:.0f} ms total, {t_all / sid.size * 1e6:.0f} µs per series ({got} rows)")
+                if tails is not None:
+                    t0 = time.perf_counter()
+                    got = sum(t.size for t, _ in tails(db, wanted, context))
+                    t_all = time.perf_counter() - t0
+                    print(f"alerts  series_tails (one call, as service.alerts reads a rule's series), context {context:2d}{when}: {t_all * 1e3:.0f} ms total, {t_all / sid.size * 1e6:.0f} µs per series ({got} rows)")
+
+        def corr_reads() -> None:
+            print(f"/corr   latest_row                   : {stats(timed(lambda s: corr_store.latest_row(db, s), [(s,) for s in pick]))}")
+            print(f"/corr   latest_row(at_or_before −7d) : {stats(timed(lambda s: corr_store.latest_row(db, s, last - 7 * DAY), [(s,) for s in pick]))}")
+            print(f"/chart  read_series, all {n_bars} rows : {stats(timed(lambda s: corr_store.read_series(db, s), [(s,) for s in few]))}")
+            print(f"/chart  read_series, last 365 days   : {stats(timed(lambda s: corr_store.read_series(db, s, last - 365 * DAY), [(s,) for s in few]))}")
+
+        few = pick[:50]
+        corr_reads()
         alert_reads(" (the new bar as the alerts read it)")
         if compact is not None:
             with transaction(db):
                 compact(db, sid, LIVE - 1)
             print("after the cycle's upkeep (the new bar written out as rows, one slice compacted):")
-            print(f"/corr   latest_row                   : {stats(timed(lambda s: corr_store.latest_row(db, s), [(s,) for s in pick]))}")
-            print(f"/chart  read_series, all {n_bars} rows : {stats(timed(lambda s: corr_store.read_series(db, s), [(s,) for s in few]))}")
+            corr_reads()
             alert_reads("")
         db.conn.close()
 

@@ -30,7 +30,7 @@ from monitors.lifecycle import LifeState, Transition, advance
 from monitors.rules import Signal, divergence_signal, jump_signal, level_signal, zscore_signal
 from service.pipeline import build_panel, members_of, panel_end
 from storage import corr as corr_store
-from storage.alerts import overrides, series_tail
+from storage.alerts import overrides, series_tails
 from storage.status import all_status
 
 ALL = -(2**62)  # a cursor before any bar: evaluate everything
@@ -118,6 +118,19 @@ def _returns_after(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: s
     return last is not None and (cursor is None or last[0] > cursor)
 
 
+def _tails(
+    db: sqlite_utils.Database, cfg: Config, rule: RuleConfig, cursors: dict[str, int | None], window: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each stored pair's `series_tail` for a correlation rule, read for all pairs at once."""
+    keys, wanted = [], []
+    for a, b in cfg.rule_pairs(rule):
+        sid = corr_store.find_series(db, a, b, rule.timeframe, window)
+        if sid is not None:
+            keys.append(f"{a}/{b}")
+            wanted.append((sid, cursors.get(f"{a}/{b}")))
+    return dict(zip(keys, series_tails(db, wanted, _context(rule)), strict=True))
+
+
 def rule_inputs(
     db: sqlite_utils.Database, cfg: Config, rule: RuleConfig, cursors: dict[str, int | None], *,
     now: float, end: int | None = None, panels: dict[str, pd.DataFrame] | None = None,
@@ -128,6 +141,7 @@ def rule_inputs(
     window = cfg.rule_window(rule)
     out: list[KeyInput] = []
     current: list[bool] = []  # are the stored correlations those of the stored bars? (asked once)
+    tails = {} if isinstance(rule, DivergenceRule) else _tails(db, cfg, rule, cursors, window)
     for a, b in cfg.rule_pairs(rule):
         key = f"{a}/{b}"
         cursor = cursors.get(key)
@@ -154,11 +168,10 @@ def rule_inputs(
             sig = divergence_signal(c, e, window=window, horizon=rule.horizon, z=rule.z, min_corr=rule.min_corr,
                                     direction=rule.direction, clear_z=rule.clear_z)
         else:
-            sid = corr_store.find_series(db, a, b, rule.timeframe, window)
-            if sid is None:
-                continue
+            if key not in tails:
+                continue  # no stored series
             ctx = _context(rule)
-            ts, vals = series_tail(db, sid, cursor, ctx)
+            ts, vals = tails[key]
             new = _new(ts, cursor, end)
             if not new.any():
                 continue

@@ -222,8 +222,15 @@ def reset_overrides(db: sqlite_utils.Database, rule: str) -> int:
 def series_tail(
     db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ts, value) of the rows after ``after_ts`` plus ``context`` rows before: `storage.corr`."""
+    """(ts, value) of the rows after ``after_ts`` plus ``context`` rows before: `storage.corr_tails`."""
     return corr.series_tail(db, series_id, after_ts, context)
+
+
+def series_tails(
+    db: sqlite_utils.Database, wanted: Sequence[tuple[int, int | None]], context: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`series_tail` of many (series_id, after_ts) at once: `storage.corr_tails.series_tails`."""
+    return corr.series_tails(db, wanted, context)
 
 
 def fire_outbox_id(db: sqlite_utils.Database, episode_id: int, chat: str) -> int | None:

@@ -1,7 +1,8 @@
 """Correlation rows, their series ids, engine checkpoints and dirty markers.
 
-Rows live in two tables with the same columns (`corr_view` and the readers here read both),
-and the steps of the cycle in progress in a third, one row per step (`storage.corr_pending`):
+Rows live in two tables with the same columns (`corr_view` and the readers, `storage.corr_read`
+and `storage.corr_tails`, re-exported here, read both), and the steps of the cycle in progress in a third, one row per
+step (`storage.corr_pending`):
 
 - ``corr``        keyed (series_id, ts): each series' history is contiguous, so a chart of one
                   series over years reads a few pages.
@@ -24,27 +25,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import sqlite_utils
 
 from storage import corr_pending as pending
-from storage.db import rollbacks
+from storage.corr_read import COLS, tiers
+from storage.corr_read import CORR_COLUMNS as CORR_COLUMNS  # the readers, where callers have always found them
+from storage.corr_read import latest_row as latest_row
+from storage.corr_read import rank_at as rank_at
+from storage.corr_read import read_series as read_series
+from storage.corr_read import recent_ts as recent_ts
+from storage.corr_tails import series_tail as series_tail
+from storage.corr_tails import series_tails as series_tails
 
-CORR_COLUMNS = ("value", "n", "ci_lo", "ci_hi", "beta", "ewma")
-_COLS = "ts, value, n, ci_lo, ci_hi, beta, ewma"
 SLICES = 32  # series-id slices compacted in rotation; bounds how many updates a row stays recent
 BULK_TS = 8  # a write spanning this many observations goes straight to ``corr``
-
-# The distinct ts of ``corr_recent``, newest first, by one index seek each (a loose index
-# scan: the table is keyed by ts, so a seek per distinct ts beats scanning its rows).
-_RECENT_TS = (
-    "WITH RECURSIVE rts(t) AS (SELECT max(ts) FROM corr_recent UNION ALL "
-    "SELECT (SELECT max(ts) FROM corr_recent WHERE ts < rts.t) FROM rts WHERE rts.t IS NOT NULL) "
-)
-
 
 def series_ids(
     db: sqlite_utils.Database, keys: Iterable[tuple[str, str, str, int]]
@@ -120,7 +116,7 @@ def compact(db: sqlite_utils.Database, lo: int, hi: int) -> int:
     where = f"ts IN ({_ints(ts)}) AND series_id BETWEEN ? AND ?"
     db.execute(
         "INSERT OR REPLACE INTO corr (series_id, ts, value, n, ci_lo, ci_hi, beta, ewma) "
-        f"SELECT series_id, {_COLS} FROM corr_recent WHERE {where} ORDER BY series_id, ts",
+        f"SELECT series_id, {COLS} FROM corr_recent WHERE {where} ORDER BY series_id, ts",
         [lo, hi],
     )
     return int(db.execute(f"DELETE FROM corr_recent WHERE {where}", [lo, hi]).rowcount)
@@ -140,188 +136,29 @@ def compact_all(db: sqlite_utils.Database) -> int:
     return compact(db, -(2**62), 2**62)
 
 
+def _ints(xs: Sequence[int]) -> str:
+    return ",".join(str(int(x)) for x in xs)
+
+
 def delete_series_rows(db: sqlite_utils.Database, ids: Sequence[int], since: int | None = None) -> None:
     """Delete the rows of these series (only those at or after ``since`` if given)."""
     lo = -(2**62) if since is None else since
     args = [(i, lo) for i in ids]
     pending.expand(db)
     db.conn.executemany("DELETE FROM corr WHERE series_id = ? AND ts >= ?", args)
-    tiers = _tiers(db)
-    ts, listed = tiers.recent, tiers.listed
+    ts = recent_ts(db)
     if ts:
-        db.conn.executemany(f"DELETE FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? AND ts >= ?", args)
+        db.conn.executemany(f"DELETE FROM corr_recent WHERE ts IN ({_ints(ts)}) AND series_id = ? AND ts >= ?", args)
 
 
-# ---- reading ------------------------------------------------------------------------------
-
-
-def _ints(xs: Sequence[int]) -> str:
-    return ",".join(str(int(x)) for x in xs)
-
-
-def recent_ts(db: sqlite_utils.Database) -> list[int]:
-    """The distinct ts of ``corr_recent``, newest first (a few dozen)."""
-    return _tiers(db).recent
-
-
-@dataclass(frozen=True)
-class _Tiers:
-    recent: list[int]  # distinct ts of corr_recent, newest first
-    listed: str  # the same as an SQL list
-    pending: list[pending.Step]
-
-
-def _tiers(db: sqlite_utils.Database) -> _Tiers:
-    """What every read of a series needs besides ``corr``: the ts of ``corr_recent`` (finding
-    them costs a seek per ts) and the decoded pending steps. Cached on the connection until it
-    or another connection writes (``total_changes``, ``PRAGMA data_version``) or it rolls a
-    transaction back (`storage.db.rollbacks`)."""
-    conn = db.conn
-    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes, rollbacks(db))
-    cached = getattr(db, "_corr_tiers", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]  # type: ignore[no-any-return]
-    ts = [int(t) for (t,) in conn.execute(_RECENT_TS + "SELECT t FROM rts WHERE t IS NOT NULL")]
-    tiers = _Tiers(ts, _ints(ts), pending.load(conn))
-    setattr(db, "_corr_tiers", (key, tiers))  # noqa: B010 — sqlite_utils.Database has no slot for it
-    return tiers
-
-
-def _rows(
-    db: sqlite_utils.Database,
-    series_id: int,
-    *,
-    lo: int | None = None,
-    hi: int | None = None,
-    newest_first: bool = False,
-    limit: int | None = None,
-) -> list[tuple[Any, ...]]:
-    """Rows of one series, lo <= ts <= hi, ordered by ts: ``corr``'s, then the newer recent and
-    pending ones."""
-    cond, params = "", []
-    if lo is not None:
-        cond += " AND ts >= ?"
-        params.append(lo)
-    if hi is not None:
-        cond += " AND ts <= ?"
-        params.append(hi)
-    order = " ORDER BY ts" + (" DESC" if newest_first else "")
-    tiers = _tiers(db)
-    newer = [r for r in pending.rows_of(tiers.pending, series_id)
-             if (lo is None or r[0] >= lo) and (hi is None or r[0] <= hi)]
-    if newest_first:
-        newer.reverse()
-    # Each table is asked for no more than the limit still needs, newest tier first.
-    def lim() -> str:
-        return "" if limit is None else f" LIMIT {max(int(limit) - len(newer), 0)}"
-
-    every, listed = tiers.recent, tiers.listed
-    if any((lo is None or t >= lo) and (hi is None or t <= hi) for t in every) and (
-        limit is None or not newest_first or len(newer) < limit
-    ):
-        # The whole list and the bounds as parameters: one statement text per cache refresh,
-        # so SQLite's statement cache prepares it once (a list cut to the bounds would not).
-        recent = db.conn.execute(
-            f"SELECT {_COLS} FROM corr_recent WHERE ts IN ({listed}) AND series_id = ?{cond}{order}"
-            + (lim() if newest_first else ""), [series_id, *params]
-        ).fetchall()
-        newer = newer + recent if newest_first else recent + newer
-    old_sql = f"SELECT {_COLS} FROM corr WHERE series_id = ?{cond}{order}"
-    if newest_first:
-        if limit is not None and len(newer) >= limit:
-            return newer[:limit]
-        return newer + db.conn.execute(old_sql + lim(), [series_id, *params]).fetchall()
-    rows = db.conn.execute(old_sql + ("" if limit is None else f" LIMIT {int(limit)}"), [series_id, *params]).fetchall()
-    return (rows + newer)[:limit] if limit is not None else rows + newer
-
-
-def latest_row(
-    db: sqlite_utils.Database, series_id: int, at_or_before: int | None = None
-) -> tuple[int, dict[str, float | None]] | None:
-    rows = _rows(db, series_id, hi=at_or_before, newest_first=True, limit=1)
-    if not rows:
-        return None
-    row = rows[0]
-    return int(row[0]), dict(zip(CORR_COLUMNS, row[1:], strict=True))
-
-
-def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = None) -> pd.DataFrame:
-    rows = _rows(db, series_id, lo=since)
-    df = pd.DataFrame(rows, columns=["ts", *CORR_COLUMNS]).set_index("ts")
-    return df.astype({c: "float64" for c in CORR_COLUMNS if c != "n"})
-
-
-def series_tail(
-    db: sqlite_utils.Database, series_id: int, after_ts: int | None, context: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ts, value) of the rows after ``after_ts`` (all rows when None) plus the ``context`` rows
-    before them, oldest first; NULL values come back as NaN.
-
-    The alert layer calls this for every series each cycle, so it reads the series' recent rows
-    once and ``corr`` once (recent rows are newer than the series' rows in ``corr``).
-    """
-    tiers = _tiers(db)
-    every, listed = tiers.recent, tiers.listed
-    recent: list[tuple[Any, ...]] = []
-    if every:
-        recent = db.conn.execute(
-            f"SELECT ts, value FROM corr_recent WHERE ts IN ({listed}) AND series_id = ? ORDER BY ts", [series_id]
-        ).fetchall()
-    recent += [r[:2] for r in pending.rows_of(tiers.pending, series_id)]
-    if after_ts is None:
-        need = context + 1 - len(recent)
-        old = db.conn.execute(
-            "SELECT ts, value FROM corr WHERE series_id = ? ORDER BY ts DESC LIMIT ?", [series_id, need]
-        ).fetchall()[::-1] if need > 0 else []
-        rows = (old + recent)[-(context + 1) :]
-    else:
-        before = [r for r in recent if r[0] <= after_ts]
-        need = max(context - len(before), 0)
-        if before:  # every row in corr is older than these: none of them is new
-            old = db.conn.execute(
-                "SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
-                [series_id, after_ts, need],
-            ).fetchall()[::-1] if need else []
-        else:
-            old = sorted(db.conn.execute(
-                "SELECT ts, value FROM corr WHERE series_id = ? AND ts > ? UNION ALL "
-                "SELECT * FROM (SELECT ts, value FROM corr WHERE series_id = ? AND ts <= ? ORDER BY ts DESC LIMIT ?)",
-                [series_id, after_ts, series_id, after_ts, need],
-            ).fetchall())
-        rows = old + recent
-        first_new = next((i for i, r in enumerate(rows) if r[0] > after_ts), len(rows))
-        rows = rows[max(first_new - context, 0) :]
-    ts = np.array([r[0] for r in rows], dtype=np.int64)
-    val = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-    return ts, val
-
-
-def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
-    """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
-    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
-    cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
-    tiers = _tiers(db)
-    every, listed = tiers.recent, tiers.listed
-    recent = f"SELECT value, ts FROM corr_recent WHERE ts IN ({listed}) AND {cond}" if every else None
-    src = f"SELECT value, ts FROM corr WHERE {cond}" + (f" UNION ALL {recent}" if recent else "")
-    params = [series_id, ts] * (2 if recent else 1)
-    le, n, first = db.conn.execute(
-        f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
-    ).fetchone()
-    le, n = int(le), int(n)
-    for r in pending.rows_of(tiers.pending, series_id):
-        t, v = r[0], r[1]
-        if t <= ts and v is not None:
-            le, n = le + (v <= value), n + 1
-            first = t if first is None else min(int(first), t)
-    return le, n, None if first is None else int(first)
+# ---- reading (storage.corr_read; these two count every tier) ---------------------------
 
 
 def latest_ts(db: sqlite_utils.Database) -> int | None:
     """The newest observation with a stored row, any series."""
     row = db.execute("SELECT max(t) FROM (SELECT max(ts) AS t FROM corr UNION ALL SELECT max(ts) FROM corr_recent)")
     got = row.fetchone()[0]
-    return max((int(t) for t in (got, pending.latest_ts(_tiers(db).pending)) if t is not None), default=None)
+    return max((int(t) for t in (got, pending.latest_ts(tiers(db).steps)) if t is not None), default=None)
 
 
 def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
@@ -335,7 +172,7 @@ def count_rows(db: sqlite_utils.Database, timeframe: str | None = None) -> int:
         )
         params = [timeframe]
     ids = None if timeframe is None else timeframe_series(db, timeframe)
-    return int(db.execute(sql, params).fetchone()[0]) + pending.count(_tiers(db).pending, ids)
+    return int(db.execute(sql, params).fetchone()[0]) + pending.count(tiers(db).steps, ids)
 
 
 # ---- checkpoints --------------------------------------------------------------------------

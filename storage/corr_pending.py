@@ -48,8 +48,8 @@ class Step:
 
     def row(self, i: int) -> Row:
         """(ts, value, n, ci_lo, ci_hi, beta, ewma) as SQLite would return it (NULL = None)."""
-        value, n, lo, hi, beta, ewma = (None if x != x else x for x in self.data[i].tolist())
-        return (self.ts, value, int(n) if n is not None else None, lo, hi, beta, ewma)
+        value, n, lo, hi, beta, ewma = [None if x != x else x for x in self.data[i].tolist()]
+        return (self.ts, value, None if n is None else int(n), lo, hi, beta, ewma)
 
 
 def write(db: sqlite_utils.Database, ts: int, ids: np.ndarray, data: np.ndarray) -> None:
