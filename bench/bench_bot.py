@@ -1,6 +1,6 @@
 """Benchmark of /corr reply latency through the real Application and the loopback Bot API.
 
-Run ``.venv/bin/python bench/bench_bot.py [rounds] [chats]`` (default 10 rounds × 20 chats).
+Run ``.venv/bin/python bench/bench_bot.py [rounds] [chats]`` (default 20 rounds × 20 chats).
 Each round, ``chats`` private chats send /corr at the same instant; the latency of one reply
 is the time from its update being made available by the server (queued for getUpdates) to
 the sendMessage for that chat arriving at the server. This covers the long-poll pickup,
@@ -35,7 +35,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -111,16 +110,14 @@ class AppOnly:
         tg.update(base_url=f"http://127.0.0.1:{port}/bot", base_file_url=f"http://127.0.0.1:{port}/file/bot")
         self.cfg = cfg.model_copy(update={"telegram": TelegramConfig(**tg)})
         self.loop = asyncio.new_event_loop()
-        # Its own reader threads, named, so their CPU can be told from the other app's.
-        self.prefix = f"readers-{'httpx' if httpx else 'ours'}"
-        self.loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=self.prefix))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     def cpu(self, snap: dict[int, float]) -> tuple[float, float]:
         """(event loop thread, reader threads) CPU seconds in ``snap``."""
-        readers = [t.native_id for t in threading.enumerate() if t.name.startswith(self.prefix)]
+        # The threads of this app's own reader pool (storage.readers.QueryRunner).
+        readers = [t.native_id for t in self.api.db._pool._threads]  # type: ignore[attr-defined]
         return snap.get(self.thread.native_id or 0, 0.0), sum(snap.get(t or 0, 0.0) for t in readers)
 
     async def _start(self) -> None:
@@ -132,8 +129,9 @@ class AppOnly:
         # PTB's own transport and pool sizes, as `Application.builder()` makes them.
         requests = (HTTPXRequest(connection_pool_size=256), HTTPXRequest(connection_pool_size=1)) \
             if self.httpx else None
-        self.app = build_application(self.cfg, TOKEN, ServiceApi(self.cfg), requests=requests)
-        await start(self.app, poll_timeout=1)
+        self.api = ServiceApi(self.cfg)
+        self.app = build_application(self.cfg, TOKEN, self.api, requests=requests)
+        await start(self.app)  # the long poll of production (10 s), not the tests' 1 s
 
     def close(self) -> None:
         from bot.app import stop
@@ -167,10 +165,13 @@ class Target:
         time.sleep(1.1)  # let the 30 msg/s limiter refill: each round is a fresh burst
 
 
-def measure(rounds: int, users: list[int], targets: list[Target], *, warm_up: bool = True) -> None:
-    """``rounds`` rounds on each target, taking the targets in turn round by round, after one
-    round on each that warms up (imports, connections) and is not counted."""
-    for i in range(-1 if warm_up else 0, rounds):
+WARM_UP = 2  # rounds: the first bursts open the reader connections and fill their page caches
+
+
+def measure(rounds: int, users: list[int], targets: list[Target], *, warm_up: int = WARM_UP) -> None:
+    """``rounds`` rounds on each target, taking the targets in turn round by round, after
+    ``warm_up`` rounds on each that are not counted."""
+    for i in range(-warm_up, rounds):
         for t in targets:
             t.round(users, keep=i >= 0)
 
@@ -231,7 +232,7 @@ def own_process(cfg: Any, rounds: int, users: list[int]) -> tuple[Result, Result
     try:
         measure(0, users, targets)  # the warm-up rounds, outside the CPU accounting
         before, server_before = thread_cpu(), [s.cpu() for s in servers]
-        measure(rounds, users, targets, warm_up=False)
+        measure(rounds, users, targets, warm_up=0)
         after, server_after = thread_cpu(), [s.cpu() for s in servers]
         out = []
         for app, target, s0, s1 in zip(apps, targets, server_before, server_after, strict=True):
@@ -259,13 +260,13 @@ def report(title: str, result: Result, n: int) -> None:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     chats = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     users = [10_000 + i for i in range(chats)]
     t0 = time.perf_counter()
     cfg = demo_config(allowed_user_ids=users)
     print(f"demo database ready in {time.perf_counter() - t0:.1f}s: {cfg.storage.path}")
-    print(f"/corr latency, {chats} chats at once × {rounds} rounds (after one warm-up round)")
+    print(f"/corr latency, {chats} chats at once × {rounds} rounds (after {WARM_UP} warm-up rounds)")
     report("server in the bot's event loop (the tests' harness; before)", Result(in_loop(cfg, rounds, users)),
            rounds * chats)
     ours, httpx = own_process(cfg, rounds, users)

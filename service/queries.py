@@ -8,7 +8,6 @@ raises `UnknownAssetError` / `BadWindowError` for bad names and windows.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +79,7 @@ def _oriented(cfg: Config, a: str, b: str) -> tuple[str, str]:
 
 
 def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w: int) -> CorrReading:
+    """The latest value of the series, its change over 7 days and where it stands in its history."""
     ca, cb = _oriented(cfg, a, b)
     sid = corr_store.find_series(db, ca, cb, tf, w)
     row = corr_store.latest_row(db, sid) if sid is not None else None
@@ -87,11 +87,12 @@ def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w:
         return CorrReading(a, b, tf, w, None, 0, None, None, None, None, None)
     ts, v = row
     value = _num(v["value"])
-    change = None
+    change, where = None, None
     if value is not None and sid is not None:
         prev = corr_store.latest_row(db, sid, at_or_before=ts - 7 * DAY)
         if prev is not None and _num(prev[1]["value"]) is not None:
             change = value - float(prev[1]["value"])  # type: ignore[arg-type]
+        where = standing(db, sid, ts, value, tf)
     lo, hi = _num(v["ci_lo"]), _num(v["ci_hi"])
     return CorrReading(
         a,
@@ -105,6 +106,7 @@ def _reading(db: sqlite_utils.Database, cfg: Config, a: str, b: str, tf: str, w:
         _num(v["beta"]),
         _num(v["ewma"]),
         change,
+        where,
     )
 
 
@@ -126,7 +128,7 @@ def corr_readings(
         kb = cfg.default_benchmark if cfg.default_benchmark in cfg.counterparts(ka) else cfg.counterparts(ka)[0]
     else:
         kb = cfg.counterparts(ka)[0] if cfg.counterparts(ka) else cfg.default_benchmark
-    return [with_standing(db, cfg, _reading(db, cfg, ka, kb, tf, w)) for w in check_window(cfg, window, tf)]
+    return [_reading(db, cfg, ka, kb, tf, w) for w in check_window(cfg, window, tf)]
 
 
 def corr_view(
@@ -146,14 +148,6 @@ def standing(db: sqlite_utils.Database, sid: int, ts: int, value: float, timefra
     if n == 0 or first is None:
         return None
     return Standing(100.0 * at_or_below / n, iso(first, timeframe) or "", n)
-
-
-def with_standing(db: sqlite_utils.Database, cfg: Config, r: CorrReading) -> CorrReading:
-    if r.value is None or r.asof is None:
-        return r
-    ca, cb = _oriented(cfg, r.a, r.b)
-    sid = corr_store.find_series(db, ca, cb, r.timeframe, r.window)
-    return r if sid is None else replace(r, standing=standing(db, sid, r.asof, r.value, r.timeframe))
 
 
 def rank(
