@@ -278,6 +278,10 @@ async def stop(app: Application) -> None:  # type: ignore[type-arg]
     if app.running:
         await app.stop()
     await app.shutdown()
+    # A start that failed inside initialize (a rejected token, an answer that is not JSON)
+    # leaves the Application uninitialised, and its shutdown then skips the bot: close the
+    # bot's HTTP sessions anyway (aiohttp reports an unclosed session at exit). Idempotent.
+    await app.bot.shutdown()
 
 
 def _polling_error(exc: Exception) -> None:
